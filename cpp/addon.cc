@@ -1,0 +1,30 @@
+// Module entry point. Everything per-environment lives in AddonData, so the addon loads in the main thread
+// and in any number of worker threads.
+#include <napi.h>
+
+#include "addon_data.h"
+#include "factories.h"
+#include "loss_binding.h"
+#include "runtime.h"
+#include "tensor_handle.h"
+
+namespace {
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new bce::AddonData();
+  env.SetInstanceData<bce::AddonData>(data);
+  // Runs before the environment frees its objects: from then on finalizers must not call into V8.
+  env.AddCleanupHook([data] { data->tearing_down = true; });
+
+  Napi::Function tensor = bce::TensorHandle::Define(env);
+  data->tensor_constructor = Napi::Persistent(tensor);
+  exports.Set("TensorHandle", tensor);
+  bce::RegisterFactories(env, exports);
+  bce::RegisterRuntime(env, exports);
+  bce::RegisterLoss(env, exports);
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(bootstrapped_ce, Init)

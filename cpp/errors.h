@@ -1,0 +1,49 @@
+// Turns every C++ exception raised while serving a JavaScript call into a JavaScript exception, so that no
+// input from JavaScript can abort the process. LibTorch's typed errors keep their meaning: an index out of
+// range becomes a RangeError, a type mismatch a TypeError, anything else an Error carrying LibTorch's message.
+#pragma once
+
+#include <napi.h>
+
+#include <c10/util/Exception.h>
+
+#include <new>
+#include <stdexcept>
+#include <string>
+
+namespace bce {
+
+template <typename Fn>
+auto Guard(Napi::Env env, Fn&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const c10::IndexError& e) {
+    throw Napi::RangeError::New(env, e.what_without_backtrace());
+  } catch (const c10::TypeError& e) {
+    throw Napi::TypeError::New(env, e.what_without_backtrace());
+  } catch (const c10::Error& e) {
+    throw Napi::Error::New(env, e.what_without_backtrace());
+  } catch (const std::bad_alloc&) {
+    throw Napi::RangeError::New(env, "out of memory: the allocation could not be satisfied");
+  } catch (const std::out_of_range& e) {
+    throw Napi::RangeError::New(env, e.what());
+  } catch (const std::invalid_argument& e) {
+    throw Napi::TypeError::New(env, e.what());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  } catch (...) {
+    throw Napi::Error::New(env, "unknown native error");
+  }
+}
+
+// An argument error detected in C++ (the JS facade checks first; this is the backstop for direct callers).
+[[noreturn]] inline void ThrowType(Napi::Env env, const std::string& message) {
+  throw Napi::TypeError::New(env, message);
+}
+[[noreturn]] inline void ThrowRange(Napi::Env env, const std::string& message) {
+  throw Napi::RangeError::New(env, message);
+}
+
+}  // namespace bce

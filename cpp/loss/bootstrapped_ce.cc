@@ -1,0 +1,138 @@
+#include "loss/bootstrapped_ce.h"
+
+#include "loss/select.h"
+
+#include <torch/nn/functional/loss.h>
+
+#include <string>
+
+namespace bce {
+namespace F = torch::nn::functional;
+
+namespace {
+
+// Integer class indices as int64 (what LibTorch's nll_loss wants); uint8 and int32 label maps are accepted.
+at::Tensor IndexTarget(const at::Tensor& target) {
+  return target.scalar_type() == at::kLong ? target : target.to(at::kLong);
+}
+
+void CheckShapes(const at::Tensor& input, const at::Tensor& target, bool probabilities) {
+  TORCH_CHECK_TYPE(at::isFloatingType(input.scalar_type()), "input must be a floating-point tensor, got ",
+                   input.scalar_type());
+  TORCH_CHECK_VALUE(input.dim() >= 2, "input must have shape (N, C) or (N, C, d1, ...), got ", input.sizes());
+  TORCH_CHECK(input.device() == target.device(), "input and target must be on the same device, got ",
+              input.device(), " and ", target.device());
+  if (probabilities) {
+    TORCH_CHECK_VALUE(target.sizes() == input.sizes(), "probability target must have the input's shape ",
+                      input.sizes(), ", got ", target.sizes());
+    return;
+  }
+  TORCH_CHECK_TYPE(at::isIntegralType(target.scalar_type(), /*includeBool=*/false),
+                   "target must hold class indices (an integer dtype) or class probabilities (the input's "
+                   "floating dtype), got ", target.scalar_type());
+  std::vector<int64_t> expected(input.sizes().begin(), input.sizes().end());
+  expected.erase(expected.begin() + 1);
+  TORCH_CHECK_VALUE(target.sizes().vec() == expected, "target must have shape ", at::IntArrayRef(expected),
+                    " for input of shape ", input.sizes(), ", got ", target.sizes());
+}
+
+F::CrossEntropyFuncOptions CrossEntropyOptions(const BootstrappedOptions& options, bool probabilities) {
+  F::CrossEntropyFuncOptions ce;
+  if (options.weight.defined()) ce.weight(options.weight);
+  if (!probabilities) ce.ignore_index(options.ignore_index);
+  ce.label_smoothing(options.label_smoothing);
+  ce.reduction(torch::kNone);
+  return ce;
+}
+
+}  // namespace
+
+int64_t KeepCount(double p, int64_t n) {
+  if (n <= 0) return 0;
+  int64_t k = static_cast<int64_t>(std::floor(p * static_cast<double>(n) + 1e-9));
+  return std::min(std::max<int64_t>(k, 1), n);
+}
+
+BootstrappedResult bootstrapped_cross_entropy(const at::Tensor& input, const at::Tensor& raw_target,
+                                              const BootstrappedOptions& options) {
+  const bool probabilities = at::isFloatingType(raw_target.scalar_type());
+  CheckShapes(input, raw_target, probabilities);
+  TORCH_CHECK_VALUE(options.p > 0.0 && options.p <= 1.0, "p must be in (0, 1], got ", options.p);
+  const int64_t classes = input.size(1);
+
+  if (probabilities) {
+    // Every element is valid; k is known without touching the device.
+    at::Tensor losses = F::cross_entropy(input, raw_target, CrossEntropyOptions(options, true));
+    return SelectAndReduce(input, PoolOf(losses), options);
+  }
+
+  const at::Tensor target = IndexTarget(raw_target);
+  // One host read: the valid counts, plus the count of out-of-range targets, so that a bad target is a
+  // clear error instead of a device-side assert on CUDA.
+  const PoolCounts counts = CountPool(target, options.ignore_index, classes, options.per_sample);
+  TORCH_CHECK_INDEX(counts.out_of_range == 0, "target holds ", counts.out_of_range,
+                    " class index(es) outside [0, ", classes, ") that are not ignoreIndex (",
+                    options.ignore_index, ")");
+
+  at::Tensor losses = F::cross_entropy(input, target, CrossEntropyOptions(options, false));
+  Pool pool = PoolOf(losses);
+  pool.valid = target != options.ignore_index;
+  pool.counts = counts;
+  pool.counts_from_shape = false;
+  if (options.weight.defined()) {
+    // w[y] per element (0 where ignored): the denominator of the weighted mean, as in PyTorch.
+    at::Tensor safe = target.masked_fill(pool.valid.logical_not(), 0);
+    pool.denominator_weight = options.weight.index_select(0, safe.reshape(-1)).view(target.sizes())
+                                  .masked_fill(pool.valid.logical_not(), 0);
+  }
+  return SelectAndReduce(input, pool, options);
+}
+
+BootstrappedResult bootstrapped_binary_cross_entropy(const at::Tensor& input, const at::Tensor& target,
+                                                     const BootstrappedOptions& options, bool with_logits) {
+  TORCH_CHECK_TYPE(at::isFloatingType(input.scalar_type()) && at::isFloatingType(target.scalar_type()),
+                   "input and target must be floating-point tensors");
+  TORCH_CHECK_VALUE(input.sizes() == target.sizes(), "target must have the input's shape ", input.sizes(),
+                    ", got ", target.sizes());
+  TORCH_CHECK_VALUE(input.dim() >= 1, "input must have at least one dimension");
+  TORCH_CHECK(input.device() == target.device(), "input and target must be on the same device");
+  TORCH_CHECK_VALUE(options.p > 0.0 && options.p <= 1.0, "p must be in (0, 1], got ", options.p);
+  at::Tensor losses;
+  if (with_logits) {
+    F::BinaryCrossEntropyWithLogitsFuncOptions bce;
+    if (options.weight.defined()) bce.weight(options.weight);
+    if (options.pos_weight.defined()) bce.pos_weight(options.pos_weight);
+    losses = F::binary_cross_entropy_with_logits(input, target, bce.reduction(torch::kNone));
+  } else {
+    if (!input.device().is_cpu()) {
+      // On CPU LibTorch checks this itself; on CUDA it would be a device-side assert.
+      const int64_t outside = input.detach().ge(0).logical_and(input.detach().le(1)).logical_not().sum().item<int64_t>();
+      TORCH_CHECK_INDEX(outside == 0, "input holds ", outside, " value(s) outside [0, 1]; "
+                        "use bootstrappedBinaryCrossEntropyWithLogits for logits");
+    }
+    F::BinaryCrossEntropyFuncOptions bce;
+    if (options.weight.defined()) bce.weight(options.weight);
+    losses = F::binary_cross_entropy(input, target, bce.reduction(torch::kNone));
+  }
+  return SelectAndReduce(input, PoolOf(losses), options);
+}
+
+at::Tensor cross_entropy(const at::Tensor& input, const at::Tensor& raw_target, const BootstrappedOptions& options) {
+  const bool probabilities = at::isFloatingType(raw_target.scalar_type());
+  CheckShapes(input, raw_target, probabilities);
+  F::CrossEntropyFuncOptions ce = CrossEntropyOptions(options, probabilities);
+  switch (options.reduction) {
+    case Reduction::kSum: ce.reduction(torch::kSum); break;
+    case Reduction::kNone: ce.reduction(torch::kNone); break;
+    default: ce.reduction(torch::kMean); break;
+  }
+  if (probabilities) return F::cross_entropy(input, raw_target, ce);
+  const at::Tensor target = IndexTarget(raw_target);
+  const PoolCounts counts = CountPool(target, options.ignore_index, input.size(1), false);
+  TORCH_CHECK_INDEX(counts.out_of_range == 0, "target holds ", counts.out_of_range,
+                    " class index(es) outside [0, ", input.size(1), ") that are not ignoreIndex (",
+                    options.ignore_index, ")");
+  return F::cross_entropy(input, target, ce);
+}
+
+}  // namespace bce

@@ -1,0 +1,294 @@
+#include "tensor_handle.h"
+
+#include "addon_data.h"
+#include "convert.h"
+#include "errors.h"
+
+#include <ATen/ATen.h>
+
+#include <cstring>
+
+namespace bce {
+namespace {
+
+// Tags every handle so that a handle is recognised across realms and module copies, never by instanceof.
+const napi_type_tag kTensorTag = {0x6b5e3f1a2c4d4e8bULL, 0x9a7c1d2e3f405162ULL};
+
+int64_t LogicalBytes(const at::Tensor& tensor) {
+  return tensor.defined() ? static_cast<int64_t>(tensor.numel()) * static_cast<int64_t>(tensor.element_size()) : 0;
+}
+
+template <typename T>
+Napi::Value CopyOut(Napi::Env env, const at::Tensor& cpu, napi_typedarray_type type) {
+  const size_t count = static_cast<size_t>(cpu.numel());
+  Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(env, count * sizeof(T));
+  if (count > 0) std::memcpy(buffer.Data(), cpu.data_ptr(), count * sizeof(T));
+  return Napi::TypedArrayOf<T>::New(env, count, buffer, 0, type);
+}
+
+}  // namespace
+
+Napi::Function TensorHandle::Define(Napi::Env env) {
+  return DefineClass(env, "TensorHandle",
+                     {
+                         InstanceMethod<&TensorHandle::Shape>("shape"),
+                         InstanceMethod<&TensorHandle::Dtype>("dtype"),
+                         InstanceMethod<&TensorHandle::Device>("device"),
+                         InstanceMethod<&TensorHandle::Numel>("numel"),
+                         InstanceMethod<&TensorHandle::RequiresGrad>("requiresGrad"),
+                         InstanceMethod<&TensorHandle::SetRequiresGrad>("setRequiresGrad"),
+                         InstanceMethod<&TensorHandle::Grad>("grad"),
+                         InstanceMethod<&TensorHandle::ToArray>("toArray"),
+                         InstanceMethod<&TensorHandle::Item>("item"),
+                         InstanceMethod<&TensorHandle::To>("to"),
+                         InstanceMethod<&TensorHandle::Detach>("detach"),
+                         InstanceMethod<&TensorHandle::Reshape>("reshape"),
+                         InstanceMethod<&TensorHandle::Sum>("sum"),
+                         InstanceMethod<&TensorHandle::Mean>("mean"),
+                         InstanceMethod<&TensorHandle::Add>("add"),
+                         InstanceMethod<&TensorHandle::Sub>("sub"),
+                         InstanceMethod<&TensorHandle::Mul>("mul"),
+                         InstanceMethod<&TensorHandle::Div>("div"),
+                         InstanceMethod<&TensorHandle::Backward>("backward"),
+                         InstanceMethod<&TensorHandle::Dispose>("dispose"),
+                         InstanceMethod<&TensorHandle::IsDisposed>("isDisposed"),
+                     });
+}
+
+TensorHandle::TensorHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TensorHandle>(info) {
+  info.This().As<Napi::Object>().TypeTag(&kTensorTag);
+}
+
+Napi::Object TensorHandle::Wrap(Napi::Env env, at::Tensor tensor) {
+  Napi::Object object = GetAddonData(env).tensor_constructor.New({});
+  TensorHandle* handle = Napi::ObjectWrap<TensorHandle>::Unwrap(object);
+  handle->Reset(env, std::move(tensor));
+  return object;
+}
+
+bool TensorHandle::IsHandle(const Napi::Value& value) {
+  return value.IsObject() && value.As<Napi::Object>().CheckTypeTag(&kTensorTag);
+}
+
+const at::Tensor& TensorHandle::From(Napi::Env env, const Napi::Value& value, const char* what) {
+  if (!IsHandle(value)) ThrowType(env, std::string(what) + " must be a Tensor");
+  TensorHandle* handle = Napi::ObjectWrap<TensorHandle>::Unwrap(value.As<Napi::Object>());
+  return handle->Live(env);
+}
+
+const at::Tensor& TensorHandle::Live(Napi::Env env) const {
+  if (!tensor_.defined()) throw Napi::Error::New(env, "the tensor was disposed and can no longer be used");
+  return tensor_;
+}
+
+void TensorHandle::Reset(Napi::Env env, at::Tensor tensor) {
+  Release(env);
+  tensor_ = std::move(tensor);
+  if (!tensor_.defined()) return;
+  AddonData& data = GetAddonData(env);
+  bytes_ = LogicalBytes(tensor_);
+  counted_ = true;
+  data.live_tensors += 1;
+  data.live_bytes += bytes_;
+  // Only host memory is a useful GC signal; CUDA memory is managed by LibTorch's caching allocator.
+  external_ = tensor_.device().is_cpu() && bytes_ > 0;
+  if (external_) Napi::MemoryManagement::AdjustExternalMemory(env, bytes_);
+}
+
+void TensorHandle::Release(Napi::Env env) {
+  if (counted_) {
+    AddonData& data = GetAddonData(env);
+    data.live_tensors -= 1;
+    data.live_bytes -= bytes_;
+    if (external_ && !data.tearing_down) Napi::MemoryManagement::AdjustExternalMemory(env, -bytes_);
+    counted_ = false;
+    external_ = false;
+    bytes_ = 0;
+  }
+  tensor_ = at::Tensor();
+}
+
+void TensorHandle::Finalize(Napi::Env env) {
+  try {
+    Release(env);
+  } catch (...) {
+    // A finalizer must never throw; the tensor itself is freed with this object either way.
+  }
+}
+
+Napi::Value TensorHandle::Shape(const Napi::CallbackInfo& info) {
+  return ShapeToArray(info.Env(), Live(info.Env()).sizes());
+}
+
+Napi::Value TensorHandle::Dtype(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), DtypeName(Live(info.Env()).scalar_type()));
+}
+
+Napi::Value TensorHandle::Device(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), DeviceName(Live(info.Env()).device()));
+}
+
+Napi::Value TensorHandle::Numel(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(Live(info.Env()).numel()));
+}
+
+Napi::Value TensorHandle::RequiresGrad(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), Live(info.Env()).requires_grad());
+}
+
+Napi::Value TensorHandle::SetRequiresGrad(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const bool flag = ParseBool(env, info[0], "requiresGrad");
+  Guard(env, [&] { Live(env).set_requires_grad(flag); });
+  return env.Undefined();
+}
+
+Napi::Value TensorHandle::Grad(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  at::Tensor grad = Guard(env, [&] { return Live(env).grad(); });
+  if (!grad.defined()) return env.Null();
+  return Wrap(env, grad);
+}
+
+Napi::Value TensorHandle::ToArray(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  at::Tensor cpu = Guard(env, [&] {
+    at::Tensor t = Live(env).detach();
+    const auto type = t.scalar_type();
+    if (type == at::kHalf || type == at::kBFloat16) t = t.to(at::kFloat);
+    return t.to(at::kCPU).contiguous();
+  });
+  switch (cpu.scalar_type()) {
+    case at::kFloat: return CopyOut<float>(env, cpu, napi_float32_array);
+    case at::kDouble: return CopyOut<double>(env, cpu, napi_float64_array);
+    case at::kInt: return CopyOut<int32_t>(env, cpu, napi_int32_array);
+    case at::kLong: return CopyOut<int64_t>(env, cpu, napi_bigint64_array);
+    case at::kByte: return CopyOut<uint8_t>(env, cpu, napi_uint8_array);
+    case at::kBool: return CopyOut<uint8_t>(env, cpu, napi_uint8_array);
+    default: ThrowType(env, "toArray: unsupported dtype " + DtypeName(cpu.scalar_type()));
+  }
+}
+
+Napi::Value TensorHandle::Item(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const at::Tensor& t = Live(env);
+  if (t.numel() != 1) ThrowRange(env, "item() needs a tensor with exactly one element, got " +
+                                          std::to_string(t.numel()));
+  c10::Scalar value = Guard(env, [&] { return t.item(); });
+  if (value.isBoolean()) return Napi::Boolean::New(env, value.toBool());
+  return Napi::Number::New(env, value.toDouble());
+}
+
+Napi::Value TensorHandle::To(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const at::Tensor& t = Live(env);
+  if (!info[0].IsString()) ThrowType(env, "to: the argument must be a device ('cpu', 'cuda', 'cuda:N') or a dtype name");
+  const std::string target = info[0].As<Napi::String>().Utf8Value();
+  if (IsDtypeName(target)) {
+    const c10::ScalarType type = ParseDtype(env, info[0], "dtype");
+    return Wrap(env, Guard(env, [&] { return t.to(type); }));
+  }
+  const c10::Device device = ParseDevice(env, info[0], "device");
+  return Wrap(env, Guard(env, [&] { return t.to(device); }));
+}
+
+Napi::Value TensorHandle::Detach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Wrap(env, Guard(env, [&] { return Live(env).detach(); }));
+}
+
+Napi::Value TensorHandle::Reshape(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const at::Tensor& t = Live(env);
+  if (!info[0].IsArray()) ThrowType(env, "shape must be an array of integers");
+  const Napi::Array array = info[0].As<Napi::Array>();
+  std::vector<int64_t> shape;
+  for (uint32_t i = 0; i < array.Length(); ++i) shape.push_back(ParseInteger(env, array.Get(i), "shape"));
+  return Wrap(env, Guard(env, [&] { return t.reshape(shape); }));
+}
+
+namespace {
+
+// Optional (dims: number[], keepdim: boolean) of a reduction; no dims means a full reduction.
+template <typename Full, typename Dims>
+at::Tensor Reduce(Napi::Env env, const Napi::CallbackInfo& info, const at::Tensor& t, Full full, Dims dims_op) {
+  if (info.Length() == 0 || info[0].IsUndefined()) return Guard(env, [&] { return full(t); });
+  if (!info[0].IsArray()) ThrowType(env, "dim must be an array of integers");
+  const Napi::Array array = info[0].As<Napi::Array>();
+  std::vector<int64_t> dims;
+  for (uint32_t i = 0; i < array.Length(); ++i) dims.push_back(ParseInteger(env, array.Get(i), "dim"));
+  const bool keepdim = info.Length() > 1 && !info[1].IsUndefined() && ParseBool(env, info[1], "keepdim");
+  return Guard(env, [&] { return dims_op(t, dims, keepdim); });
+}
+
+}  // namespace
+
+Napi::Value TensorHandle::Sum(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Wrap(env, Reduce(
+                       env, info, Live(env), [](const at::Tensor& t) { return t.sum(); },
+                       [](const at::Tensor& t, at::IntArrayRef d, bool k) { return t.sum(d, k); }));
+}
+
+Napi::Value TensorHandle::Mean(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Wrap(env, Reduce(
+                       env, info, Live(env), [](const at::Tensor& t) { return t.mean(); },
+                       [](const at::Tensor& t, at::IntArrayRef d, bool k) { return t.mean(d, k); }));
+}
+
+template <typename TensorOp, typename ScalarOp>
+Napi::Value TensorHandle::Binary(const Napi::CallbackInfo& info, TensorOp tensor_op, ScalarOp scalar_op) {
+  Napi::Env env = info.Env();
+  const at::Tensor& t = Live(env);
+  if (info[0].IsNumber()) {
+    const double value = info[0].As<Napi::Number>().DoubleValue();
+    return Wrap(env, Guard(env, [&] { return scalar_op(t, at::Scalar(value)); }));
+  }
+  const at::Tensor& other = From(env, info[0], "other");
+  return Wrap(env, Guard(env, [&] { return tensor_op(t, other); }));
+}
+
+Napi::Value TensorHandle::Add(const Napi::CallbackInfo& info) {
+  return Binary(
+      info, [](const at::Tensor& a, const at::Tensor& b) { return a.add(b); },
+      [](const at::Tensor& a, const at::Scalar& b) { return a.add(b); });
+}
+
+Napi::Value TensorHandle::Sub(const Napi::CallbackInfo& info) {
+  return Binary(
+      info, [](const at::Tensor& a, const at::Tensor& b) { return a.sub(b); },
+      [](const at::Tensor& a, const at::Scalar& b) { return a.sub(b); });
+}
+
+Napi::Value TensorHandle::Mul(const Napi::CallbackInfo& info) {
+  return Binary(
+      info, [](const at::Tensor& a, const at::Tensor& b) { return a.mul(b); },
+      [](const at::Tensor& a, const at::Scalar& b) { return a.mul(b); });
+}
+
+Napi::Value TensorHandle::Div(const Napi::CallbackInfo& info) {
+  return Binary(
+      info, [](const at::Tensor& a, const at::Tensor& b) { return a.div(b); },
+      [](const at::Tensor& a, const at::Scalar& b) { return a.div(b); });
+}
+
+Napi::Value TensorHandle::Backward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const at::Tensor& t = Live(env);
+  at::Tensor gradient;
+  if (info.Length() > 0 && !info[0].IsUndefined() && !info[0].IsNull()) gradient = From(env, info[0], "gradient");
+  Guard(env, [&] { t.backward(gradient); });
+  return env.Undefined();
+}
+
+Napi::Value TensorHandle::Dispose(const Napi::CallbackInfo& info) {
+  Release(info.Env());
+  return info.Env().Undefined();
+}
+
+Napi::Value TensorHandle::IsDisposed(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), !tensor_.defined());
+}
+
+}  // namespace bce

@@ -1,0 +1,33 @@
+/**
+ * bootstrapped-ce: PyTorch's bootstrapped (hardest top-k) cross-entropy for Node.js, on LibTorch.
+ */
+export { DTYPES } from './dtype';
+export type { DType, TypedArray } from './dtype';
+export { Tensor, isTensor, tensor, zeros, ones, randn, randint, manualSeed } from './tensor';
+export type { TensorOptions, TensorDataOptions, NestedArray } from './tensor';
+export { tidy } from './scope';
+export { cuda, setNumThreads, getNumThreads, info, memory } from './runtime';
+export type { BuildInfo, MemoryInfo } from './runtime';
+export { schedules, effectiveP } from './schedules';
+export type { Warmup, WarmupFunction, WarmupSchedule } from './schedules';
+export {
+  bootstrappedCrossEntropy,
+  bootstrappedCrossEntropyWithStats,
+  bootstrappedBinaryCrossEntropy,
+  bootstrappedBinaryCrossEntropyWithStats,
+  bootstrappedBinaryCrossEntropyWithLogits,
+  bootstrappedBinaryCrossEntropyWithLogitsStats,
+  crossEntropy,
+} from './loss';
+export type {
+  Reduction,
+  Impl,
+  CrossEntropyOptions,
+  BootstrappedCommonOptions,
+  BootstrappedCrossEntropyOptions,
+  BootstrappedBinaryOptions,
+  BootstrappedBinaryWithLogitsOptions,
+  BootstrappedResult,
+} from './loss';
+export { BootstrappedCrossEntropy, BootstrappedCE } from './modules';
+export type { BootstrappedCrossEntropyState, BootstrappedCEOptions } from './modules';

@@ -1,0 +1,312 @@
+/**
+ * Tensor: a JavaScript handle on a torch::Tensor living on the CPU or a CUDA device. Memory is freed by
+ * `dispose()` or, failing that, by the garbage collector. Tensors are recognised by a type tag (`isTensor`),
+ * never by instanceof, so that tensors cross jest realms and duplicate copies of this module.
+ */
+import { DTYPES, DType, TypedArray, dtypeOfTypedArray, isFloating } from './dtype';
+import { native, NativeHandle } from './native';
+import { track } from './scope';
+import { checkBoolean, checkDevice, checkInteger, checkOneOf, checkOptions, checkShape, describe } from './validate';
+
+const TENSOR_TAG = Symbol.for('bootstrapped-ce.Tensor');
+
+/** True for a Tensor of this package (any copy of it). */
+export function isTensor(value: unknown): value is Tensor {
+  return typeof value === 'object' && value !== null && (value as { [TENSOR_TAG]?: unknown })[TENSOR_TAG] === true;
+}
+
+/** Checks that `value` is a live Tensor; names the argument otherwise. */
+export function checkTensor(value: unknown, name: string): Tensor {
+  if (!isTensor(value)) throw new TypeError(`${name} must be a Tensor, got ${describe(value)}`);
+  if (value.isDisposed) throw new Error(`${name} was disposed and can no longer be used`);
+  return value;
+}
+
+/** A scalar or a tensor operand. */
+function operand(other: unknown, name: string): NativeHandle | number {
+  if (typeof other === 'number') return other;
+  return checkTensor(other, name).handle;
+}
+
+export class Tensor {
+  /** @internal The native handle (cpp/tensor_handle.cc). */
+  readonly handle: NativeHandle;
+
+  /** @internal Use the factories (`tensor`, `zeros`, ...) to make tensors. */
+  constructor(handle: NativeHandle) {
+    this.handle = handle;
+    Object.defineProperty(this, TENSOR_TAG, { value: true });
+    track(this);
+  }
+
+  /** Sizes of each dimension. */
+  get shape(): number[] {
+    return this.handle.shape();
+  }
+
+  get dtype(): DType {
+    return this.handle.dtype() as DType;
+  }
+
+  /** 'cpu', 'cuda:0', ... */
+  get device(): string {
+    return this.handle.device();
+  }
+
+  /** Number of elements. */
+  get numel(): number {
+    return this.handle.numel();
+  }
+
+  /** Whether autograd records operations on this tensor (floating dtypes only). */
+  get requiresGrad(): boolean {
+    return this.handle.requiresGrad();
+  }
+
+  set requiresGrad(flag: boolean) {
+    checkBoolean(flag, 'requiresGrad');
+    if (flag && !isFloating(this.dtype)) {
+      throw new TypeError(`requiresGrad needs a floating-point tensor, this one is ${this.dtype}`);
+    }
+    this.handle.setRequiresGrad(flag);
+  }
+
+  /** The gradient accumulated by `backward()`, or null. A new handle on the same memory. */
+  get grad(): Tensor | null {
+    const grad = this.handle.grad();
+    return grad === null ? null : new Tensor(grad);
+  }
+
+  get isDisposed(): boolean {
+    return this.handle.isDisposed();
+  }
+
+  /** A copy of the elements on the host, in row-major order. float16/bfloat16 come back as Float32Array,
+   * int64 as BigInt64Array, bool as Uint8Array. */
+  toArray(): TypedArray {
+    return this.handle.toArray();
+  }
+
+  /** The value of a one-element tensor as a number (a boolean for bool tensors). */
+  item(): number {
+    if (this.numel !== 1) throw new RangeError(`item() needs a tensor with exactly one element, this one has ${this.numel}`);
+    return this.handle.item() as number;
+  }
+
+  /** A copy on another device ('cpu', 'cuda', 'cuda:N') or converted to another dtype. */
+  to(target: string): Tensor {
+    if (typeof target !== 'string') throw new TypeError(`to: target must be a device or a dtype name, got ${describe(target)}`);
+    if ((DTYPES as readonly string[]).includes(target)) return new Tensor(this.handle.to(target));
+    checkDevice(target, 'device');
+    checkCudaAvailable(target);
+    return new Tensor(this.handle.to(target));
+  }
+
+  /** The same data, cut from the autograd graph. */
+  detach(): Tensor {
+    return new Tensor(this.handle.detach());
+  }
+
+  /** Same elements, new shape (one size may be -1). */
+  reshape(shape: number[]): Tensor {
+    if (!Array.isArray(shape)) throw new TypeError(`shape must be an array of integers, got ${describe(shape)}`);
+    shape.forEach((size, i) => checkInteger(size, `shape[${i}]`, -1));
+    return new Tensor(this.handle.reshape(shape));
+  }
+
+  /** Sum of all elements, or over the dimensions `dim`. */
+  sum(dim?: number[], keepdim = false): Tensor {
+    return new Tensor(this.handle.sum(...reductionArgs(dim, keepdim)));
+  }
+
+  /** Mean of all elements, or over the dimensions `dim`. */
+  mean(dim?: number[], keepdim = false): Tensor {
+    return new Tensor(this.handle.mean(...reductionArgs(dim, keepdim)));
+  }
+
+  add(other: Tensor | number): Tensor {
+    return new Tensor(this.handle.add(operand(other, 'other')));
+  }
+
+  sub(other: Tensor | number): Tensor {
+    return new Tensor(this.handle.sub(operand(other, 'other')));
+  }
+
+  mul(other: Tensor | number): Tensor {
+    return new Tensor(this.handle.mul(operand(other, 'other')));
+  }
+
+  div(other: Tensor | number): Tensor {
+    return new Tensor(this.handle.div(operand(other, 'other')));
+  }
+
+  /** Backpropagates from this tensor (a scalar, unless `gradient` of the same shape is given). */
+  backward(gradient?: Tensor): void {
+    this.handle.backward(gradient === undefined ? undefined : checkTensor(gradient, 'gradient').handle);
+  }
+
+  /** Frees the native tensor now. Safe to call twice; using the tensor afterwards throws. */
+  dispose(): void {
+    this.handle.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  toString(): string {
+    return this.isDisposed ? 'Tensor(disposed)' : `Tensor(shape=[${this.shape}], dtype=${this.dtype}, device=${this.device})`;
+  }
+}
+
+function reductionArgs(dim: number[] | undefined, keepdim: boolean): [number[]?, boolean?] {
+  if (dim === undefined) return [];
+  if (!Array.isArray(dim)) throw new TypeError(`dim must be an array of integers, got ${describe(dim)}`);
+  dim.forEach((d, i) => checkInteger(d, `dim[${i}]`));
+  return [dim, checkBoolean(keepdim, 'keepdim')];
+}
+
+/** Refuses a CUDA device clearly when this LibTorch has none, instead of LibTorch's lower-level error. */
+export function checkCudaAvailable(device: string): void {
+  if (device.startsWith('cuda') && !native.cudaIsAvailable()) {
+    throw new Error(
+      `device '${device}' requested, but CUDA is not available: this LibTorch build has no CUDA support or no GPU ` +
+        'is visible. Build against a CUDA LibTorch (see README, "Building against another LibTorch").',
+    );
+  }
+}
+
+/** Options of the tensor factories. */
+export interface TensorOptions {
+  /** Element type. Default: float32 (for typed arrays: the array's own type). */
+  dtype?: DType;
+  /** 'cpu' (default), 'cuda' or 'cuda:N'. */
+  device?: string;
+  /** Record operations for autograd (floating dtypes only). Default false. */
+  requiresGrad?: boolean;
+}
+
+export interface TensorDataOptions extends TensorOptions {
+  /** Shape of the result; default: inferred from nested arrays, or [length] for a typed array. */
+  shape?: number[];
+}
+
+/** Nested arrays of numbers (or booleans), as PyTorch's `torch.tensor` takes them. */
+export type NestedArray = number | boolean | NestedArray[];
+
+interface Resolved {
+  dtype: DType;
+  device: string;
+  requiresGrad: boolean;
+}
+
+function resolveOptions(options: unknown, defaultDtype: DType): Resolved {
+  const o = checkOptions<TensorDataOptions>(options, 'options');
+  const dtype = o.dtype === undefined ? defaultDtype : checkOneOf(o.dtype, 'dtype', DTYPES);
+  const device = o.device === undefined ? 'cpu' : checkDevice(o.device, 'device');
+  const requiresGrad = o.requiresGrad === undefined ? false : checkBoolean(o.requiresGrad, 'requiresGrad');
+  if (requiresGrad && !isFloating(dtype)) throw new TypeError(`requiresGrad needs a floating-point dtype, got ${dtype}`);
+  checkCudaAvailable(device);
+  return { dtype, device, requiresGrad };
+}
+
+function finish(handle: NativeHandle, requiresGrad: boolean): Tensor {
+  if (requiresGrad) handle.setRequiresGrad(true);
+  return new Tensor(handle);
+}
+
+/** Flattens nested arrays into values and a shape, checking that they are rectangular. */
+function flatten(data: NestedArray): { values: (number | boolean)[]; shape: number[]; booleans: boolean } {
+  const shape: number[] = [];
+  for (let level: NestedArray = data; Array.isArray(level); level = level[0]) {
+    shape.push(level.length);
+    if (level.length === 0) break;
+  }
+  const values: (number | boolean)[] = [];
+  let booleans = true;
+  const walk = (node: NestedArray, depth: number, where: string): void => {
+    if (depth === shape.length) {
+      if (typeof node === 'number') booleans = false;
+      else if (typeof node !== 'boolean') throw new TypeError(`data${where} must be a number or boolean, got ${describe(node)}`);
+      values.push(node);
+      return;
+    }
+    if (!Array.isArray(node) || node.length !== shape[depth]) {
+      throw new RangeError(`data${where} must be an array of length ${shape[depth]} (nested arrays must be rectangular)`);
+    }
+    node.forEach((child, i) => walk(child, depth + 1, `${where}[${i}]`));
+  };
+  walk(data, 0, '');
+  return { values, shape, booleans: booleans && values.length > 0 };
+}
+
+/**
+ * A tensor from a typed array (Float32Array, Float64Array, Int32Array, BigInt64Array, Uint8Array) or from
+ * (nested) arrays of numbers or booleans. The data is copied.
+ */
+export function tensor(data: TypedArray | NestedArray, options?: TensorDataOptions): Tensor {
+  const shapeOption = checkOptions<TensorDataOptions>(options, 'options').shape;
+  if (ArrayBuffer.isView(data)) {
+    const source = dtypeOfTypedArray(data);
+    if (source === undefined) {
+      throw new TypeError(`data must be a Float32Array, Float64Array, Int32Array, BigInt64Array, Uint8Array or nested arrays, got ${describe(data)}`);
+    }
+    const { dtype, device, requiresGrad } = resolveOptions(options, source);
+    const length = (data as TypedArray).length;
+    const shape = shapeOption === undefined ? [length] : checkShape(shapeOption, 'shape');
+    checkElementCount(shape, length);
+    return finish(native.fromData(data, shape, dtype, device), requiresGrad);
+  }
+  if (typeof data !== 'number' && typeof data !== 'boolean' && !Array.isArray(data)) {
+    throw new TypeError(`data must be a typed array, a number or nested arrays of numbers, got ${describe(data)}`);
+  }
+  const { values, shape: inferred, booleans } = flatten(data);
+  const { dtype, device, requiresGrad } = resolveOptions(options, booleans ? 'bool' : 'float32');
+  const shape = shapeOption === undefined ? inferred : checkShape(shapeOption, 'shape');
+  checkElementCount(shape, values.length);
+  const numbers = new Float64Array(values.length);
+  const integral = !isFloating(dtype);
+  values.forEach((v, i) => {
+    const n = Number(v);
+    if (integral && !Number.isInteger(n)) throw new RangeError(`data holds ${describe(n)}, which is not an integer; dtype ${dtype} needs integers`);
+    numbers[i] = n;
+  });
+  return finish(native.fromData(numbers, shape, dtype, device), requiresGrad);
+}
+
+function checkElementCount(shape: number[], length: number): void {
+  const count = shape.reduce((a, b) => a * b, 1);
+  if (count !== length) throw new RangeError(`shape [${shape}] holds ${count} elements but data has ${length}`);
+}
+
+function factory(name: 'zeros' | 'ones' | 'randn') {
+  return (shape: number[], options?: TensorOptions): Tensor => {
+    const checked = checkShape(shape, 'shape');
+    const { dtype, device, requiresGrad } = resolveOptions(options, 'float32');
+    if (name === 'randn' && !isFloating(dtype)) throw new TypeError(`randn needs a floating-point dtype, got ${dtype}`);
+    return finish(native[name](checked, dtype, device), requiresGrad);
+  };
+}
+
+/** A tensor of zeros. */
+export const zeros = factory('zeros');
+/** A tensor of ones. */
+export const ones = factory('ones');
+/** Samples of the standard normal distribution (reproducible under `manualSeed`). */
+export const randn = factory('randn');
+
+/** Random integers in [low, high). Default dtype int64. */
+export function randint(low: number, high: number, shape: number[], options?: TensorOptions): Tensor {
+  checkInteger(low, 'low');
+  checkInteger(high, 'high');
+  if (high <= low) throw new RangeError(`high must be greater than low, got low=${low}, high=${high}`);
+  const checked = checkShape(shape, 'shape');
+  const { dtype, device, requiresGrad } = resolveOptions(options, 'int64');
+  return finish(native.randint(low, high, checked, dtype, device), requiresGrad);
+}
+
+/** Seeds LibTorch's random generators (process-wide). */
+export function manualSeed(seed: number): void {
+  checkInteger(seed, 'seed', 0);
+  native.manualSeed(seed);
+}

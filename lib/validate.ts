@@ -1,0 +1,84 @@
+/**
+ * Argument checks of the public API. Each failure names the argument and what was expected: a TypeError
+ * for the wrong kind of value, a RangeError for a value of the right kind outside its allowed range.
+ */
+
+/** A short description of a value for error messages. */
+export function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (value === undefined) return 'undefined';
+  if (typeof value === 'number') return Number.isNaN(value) ? 'NaN' : String(value);
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}...` : value);
+  if (typeof value === 'bigint') return `${value}n`;
+  if (typeof value === 'function') return 'a function';
+  if (Array.isArray(value)) return 'an array';
+  if (ArrayBuffer.isView(value)) return `a ${value.constructor.name}`;
+  if (typeof value === 'object') return `an object (${(value as object).constructor?.name ?? 'Object'})`;
+  return typeof value;
+}
+
+export function checkNumber(value: unknown, name: string): number {
+  if (typeof value !== 'number') throw new TypeError(`${name} must be a number, got ${describe(value)}`);
+  if (!Number.isFinite(value)) throw new RangeError(`${name} must be a finite number, got ${describe(value)}`);
+  return value;
+}
+
+export function checkInteger(value: unknown, name: string, min = Number.MIN_SAFE_INTEGER): number {
+  if (typeof value !== 'number') throw new TypeError(`${name} must be an integer, got ${describe(value)}`);
+  if (!Number.isSafeInteger(value)) throw new RangeError(`${name} must be a safe integer, got ${describe(value)}`);
+  if (value < min) throw new RangeError(`${name} must be an integer >= ${min}, got ${value}`);
+  return value;
+}
+
+/** A fraction in (0, 1]. */
+export function checkFraction(value: unknown, name: string): number {
+  if (typeof value !== 'number') throw new TypeError(`${name} must be a number in (0, 1], got ${describe(value)}`);
+  if (!(value > 0 && value <= 1)) throw new RangeError(`${name} must be in (0, 1], got ${describe(value)}`);
+  return value;
+}
+
+export function checkBoolean(value: unknown, name: string): boolean {
+  if (typeof value !== 'boolean') throw new TypeError(`${name} must be a boolean, got ${describe(value)}`);
+  return value;
+}
+
+export function checkOneOf<T extends string>(value: unknown, name: string, allowed: readonly T[]): T {
+  if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
+    throw new TypeError(`${name} must be one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${describe(value)}`);
+  }
+  return value as T;
+}
+
+/** An options bag: undefined becomes {}, anything but a plain object is refused. */
+export function checkOptions<T extends object>(value: unknown, name: string): Partial<T> {
+  if (value === undefined) return {};
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new TypeError(`${name} must be an object, got ${describe(value)}`);
+  }
+  return value as Partial<T>;
+}
+
+/** A shape: an array of non-negative safe integers whose product is a safe integer. */
+export function checkShape(value: unknown, name: string): number[] {
+  if (!Array.isArray(value)) throw new TypeError(`${name} must be an array of non-negative integers, got ${describe(value)}`);
+  if (value.length > 16) throw new RangeError(`${name} may have at most 16 dimensions, got ${value.length}`);
+  let product = 1;
+  value.forEach((size, i) => {
+    if (typeof size !== 'number') throw new TypeError(`${name}[${i}] must be an integer, got ${describe(size)}`);
+    if (!Number.isSafeInteger(size) || size < 0) {
+      throw new RangeError(`${name}[${i}] must be a non-negative integer, got ${describe(size)}`);
+    }
+    product *= size;
+  });
+  if (!Number.isSafeInteger(product)) throw new RangeError(`${name} describes more than 2^53 elements`);
+  return value.slice();
+}
+
+const DEVICE_PATTERN = /^(cpu|cuda(:\d{1,3})?)$/;
+
+export function checkDevice(value: unknown, name: string): string {
+  if (typeof value !== 'string' || !DEVICE_PATTERN.test(value)) {
+    throw new TypeError(`${name} must be 'cpu', 'cuda' or 'cuda:N', got ${describe(value)}`);
+  }
+  return value;
+}

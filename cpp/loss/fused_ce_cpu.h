@@ -1,0 +1,27 @@
+// The fused CPU path of the bootstrapped cross-entropy: one custom autograd function that computes the per-pixel
+// losses, selects exactly the k hardest with a radix select on the float bits, reduces them, and in backward
+// writes (softmax - onehot) * scale for the selected pixels and zeros elsewhere. It never materialises
+// log-probabilities and never sorts. Same semantics as the reference path (bootstrapped_ce.h); it covers the
+// common case only: see FusedApplies. Limitation: the gradient it returns is not itself differentiable
+// (no double backward).
+#pragma once
+
+#include "loss/bootstrapped_ce.h"
+#include "loss/select.h"
+
+#include <ATen/core/Tensor.h>
+
+namespace bce {
+
+// Whether the fused path handles this call: impl kFused or kAuto; a contiguous float32 CPU input of dim >= 2 with
+// fewer than 2^31 pixels; int64 class-index targets; no label smoothing; batch scope; reduction kMean or kSum;
+// no class weights or float32 CPU class weights of length C. kAuto additionally needs an input large enough for
+// the fused path to pay off (kFusedAutoMinElements).
+bool FusedApplies(const at::Tensor& input, const at::Tensor& target, const BootstrappedOptions& options);
+
+// The loss when FusedApplies holds. target: int64 class indices, already range-checked; counts: the valid-pixel
+// count in one entry (batch scope).
+BootstrappedResult FusedBootstrappedCrossEntropy(const at::Tensor& input, const at::Tensor& target,
+                                                 const BootstrappedOptions& options, const PoolCounts& counts);
+
+}  // namespace bce

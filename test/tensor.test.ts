@@ -1,0 +1,264 @@
+import * as bce from '../lib';
+
+describe('tensor round trips', () => {
+  const cases: [bce.DType, ArrayLike<number | bigint>, string][] = [
+    ['float32', [1.5, -2.25, 3, 0], 'Float32Array'],
+    ['float64', [1e-300, -2.5, Math.PI, 1e300], 'Float64Array'],
+    ['float16', [1.5, -2, 65504, 0.25], 'Float32Array'],
+    ['bfloat16', [1.5, -2, 256, 0.5], 'Float32Array'],
+    ['int32', [1, -2, 2147483647, -2147483648], 'Int32Array'],
+    ['int64', [1, -2, 2 ** 40, -(2 ** 50)], 'BigInt64Array'],
+    ['uint8', [0, 1, 200, 255], 'Uint8Array'],
+    ['bool', [1, 0, 1, 1], 'Uint8Array'],
+  ];
+
+  test.each(cases)('%s from a number array keeps its values and shape', (dtype, values, arrayType) => {
+    const t = bce.tensor(Array.from(values as ArrayLike<number>), { dtype, shape: [2, 2] });
+    expect(t.dtype).toBe(dtype);
+    expect(t.shape).toEqual([2, 2]);
+    expect(t.numel).toBe(4);
+    expect(t.device).toBe('cpu');
+    const out = t.toArray();
+    expect(out.constructor.name).toBe(arrayType);
+    const expected = Array.from(values as ArrayLike<number>).map((v) => (arrayType === 'BigInt64Array' ? BigInt(v) : v));
+    expect(Array.from(out as ArrayLike<number>)).toEqual(expected);
+    t.dispose();
+  });
+
+  test('typed arrays set the default dtype and are copied', () => {
+    const source = new Float64Array([1, 2, 3]);
+    const t = bce.tensor(source);
+    source[0] = 100;
+    expect(t.dtype).toBe('float64');
+    expect(Array.from(t.toArray() as Float64Array)).toEqual([1, 2, 3]);
+    expect(bce.tensor(new BigInt64Array([5n, -7n])).dtype).toBe('int64');
+    expect(bce.tensor(new Int32Array([5])).dtype).toBe('int32');
+    expect(bce.tensor(new Uint8Array([5])).dtype).toBe('uint8');
+  });
+
+  test('a view into a larger buffer copies only its elements', () => {
+    const buffer = new Float32Array([9, 9, 1, 2, 3, 9]);
+    const view = new Float32Array(buffer.buffer, 8, 3);
+    expect(Array.from(bce.tensor(view).toArray() as Float32Array)).toEqual([1, 2, 3]);
+  });
+
+  test('nested arrays infer the shape; booleans infer bool', () => {
+    const t = bce.tensor([[[1], [2]], [[3], [4]], [[5], [6]]]);
+    expect(t.shape).toEqual([3, 2, 1]);
+    expect(t.dtype).toBe('float32');
+    expect(bce.tensor([true, false]).dtype).toBe('bool');
+    expect(bce.tensor(7).shape).toEqual([]);
+    expect(bce.tensor(7).item()).toBe(7);
+  });
+
+  test.each(['float32', 'float64', 'int64', 'bool'] as bce.DType[])('shapes with 0 elements round-trip (%s)', (dtype) => {
+    const t = bce.tensor([], { dtype, shape: [0, 3] });
+    expect(t.shape).toEqual([0, 3]);
+    expect(t.numel).toBe(0);
+    expect(t.toArray().length).toBe(0);
+    expect(bce.zeros([2, 0, 4], { dtype }).toArray().length).toBe(0);
+  });
+
+  test('factories', () => {
+    expect(Array.from(bce.zeros([2, 2]).toArray() as Float32Array)).toEqual([0, 0, 0, 0]);
+    expect(Array.from(bce.ones([3], { dtype: 'float64' }).toArray() as Float64Array)).toEqual([1, 1, 1]);
+    const r = bce.randint(3, 7, [1000]).toArray() as BigInt64Array;
+    expect(r.every((v) => v >= 3n && v < 7n)).toBe(true);
+    expect(new Set(Array.from(r)).size).toBe(4);
+  });
+
+  test('randn is reproducible under manualSeed', () => {
+    bce.manualSeed(1234);
+    const a = bce.randn([64]).toArray();
+    bce.manualSeed(1234);
+    const b = bce.randn([64]).toArray();
+    bce.manualSeed(4321);
+    const c = bce.randn([64]).toArray();
+    expect(Array.from(a)).toEqual(Array.from(b));
+    expect(Array.from(a)).not.toEqual(Array.from(c));
+    const values = Array.from(a as Float32Array);
+    const mean = values.reduce((s, v) => s + v, 0) / values.length;
+    expect(Math.abs(mean)).toBeLessThan(0.5);
+  });
+
+  test('arithmetic with tensors and scalars, reductions, reshape, to, detach', () => {
+    const x = bce.tensor([1, 2, 3, 4], { shape: [2, 2], dtype: 'float64' });
+    const y = bce.tensor([10, 20, 30, 40], { shape: [2, 2], dtype: 'float64' });
+    expect(Array.from(x.add(y).toArray() as Float64Array)).toEqual([11, 22, 33, 44]);
+    expect(Array.from(y.sub(x).toArray() as Float64Array)).toEqual([9, 18, 27, 36]);
+    expect(Array.from(x.mul(2).toArray() as Float64Array)).toEqual([2, 4, 6, 8]);
+    expect(Array.from(y.div(x).toArray() as Float64Array)).toEqual([10, 10, 10, 10]);
+    expect(x.add(0.5).sum().item()).toBe(12);
+    expect(x.mean().item()).toBe(2.5);
+    expect(Array.from(x.sum([0]).toArray() as Float64Array)).toEqual([4, 6]);
+    expect(x.sum([1], true).shape).toEqual([2, 1]);
+    expect(x.reshape([4, 1]).shape).toEqual([4, 1]);
+    expect(x.reshape([-1]).shape).toEqual([4]);
+    expect(x.to('float32').dtype).toBe('float32');
+    expect(x.to('cpu').device).toBe('cpu');
+    expect(Array.from(x.to('int64').toArray() as BigInt64Array)).toEqual([1n, 2n, 3n, 4n]);
+  });
+
+  test('autograd: x*x summed gives grad 2x', () => {
+    const values = [0.5, -1.25, 3, 7.5, -0.125, 2];
+    const x = bce.tensor(values, { dtype: 'float64', requiresGrad: true });
+    expect(x.requiresGrad).toBe(true);
+    expect(x.grad).toBeNull();
+    x.mul(x).sum().backward();
+    expect(Array.from(x.grad!.toArray() as Float64Array)).toEqual(values.map((v) => 2 * v));
+    const d = x.detach();
+    expect(d.requiresGrad).toBe(false);
+    x.requiresGrad = false;
+    expect(x.requiresGrad).toBe(false);
+  });
+
+  test('backward with an explicit gradient', () => {
+    const x = bce.tensor([1, 2, 3], { requiresGrad: true });
+    x.mul(3).backward(bce.tensor([1, 10, 100]));
+    expect(Array.from(x.grad!.toArray() as Float32Array)).toEqual([3, 30, 300]);
+  });
+
+  test('a tensor is recognised by its tag, not instanceof', () => {
+    const t = bce.zeros([1]);
+    expect(bce.isTensor(t)).toBe(true);
+    expect(bce.isTensor({ handle: {} })).toBe(false);
+    expect(bce.isTensor(null)).toBe(false);
+    // A structurally identical object without the tag is refused.
+    const fake = Object.create(Object.getPrototypeOf(t));
+    expect(bce.isTensor(fake)).toBe(false);
+  });
+
+  test('info() names the LibTorch in use', () => {
+    const info = bce.info();
+    expect(info.libtorchVersion).toMatch(/^\d+\.\d+/);
+    expect(typeof info.cudaBuild).toBe('boolean');
+    expect(info.binary).toMatch(/bootstrapped_ce\.node$/);
+    expect(bce.cuda.deviceCount()).toBeGreaterThanOrEqual(0);
+    expect(bce.cuda.isAvailable()).toBe(bce.cuda.deviceCount() > 0);
+  });
+
+  test('setNumThreads / getNumThreads', () => {
+    const before = bce.getNumThreads();
+    bce.setNumThreads(1);
+    expect(bce.getNumThreads()).toBe(1);
+    bce.setNumThreads(before);
+    expect(bce.getNumThreads()).toBe(before);
+  });
+});
+
+describe('memory', () => {
+  test('memory() returns to its start after dispose()', () => {
+    const start = bce.memory();
+    const a = bce.zeros([100, 10]);
+    const b = bce.ones([50], { dtype: 'float64' });
+    expect(bce.memory().tensors).toBe(start.tensors + 2);
+    expect(bce.memory().bytes).toBe(start.bytes + 100 * 10 * 4 + 50 * 8);
+    a.dispose();
+    b.dispose();
+    b.dispose(); // twice does nothing
+    expect(bce.memory()).toEqual(start);
+    expect(a.isDisposed).toBe(true);
+  });
+
+  test('tidy() disposes everything made inside except what it returns', () => {
+    const start = bce.memory();
+    const kept = bce.tidy(() => {
+      const x = bce.ones([10]);
+      const y = x.mul(2).add(1);
+      const z = y.sum();
+      return { z, list: [y] };
+    });
+    expect(bce.memory().tensors).toBe(start.tensors + 2);
+    expect(kept.z.item()).toBe(30);
+    kept.z.dispose();
+    kept.list[0].dispose();
+    expect(bce.memory()).toEqual(start);
+  });
+
+  test('nested tidy moves returned tensors to the outer scope', () => {
+    const start = bce.memory();
+    bce.tidy(() => {
+      const inner = bce.tidy(() => bce.zeros([3]).add(1));
+      expect(inner.isDisposed).toBe(false);
+      return undefined;
+    });
+    expect(bce.memory()).toEqual(start);
+  });
+
+  test('tidy() disposes on exceptions and refuses async functions', () => {
+    const start = bce.memory();
+    expect(() =>
+      bce.tidy(() => {
+        bce.zeros([4]);
+        throw new Error('boom');
+      }),
+    ).toThrow('boom');
+    expect(bce.memory()).toEqual(start);
+    expect(() => bce.tidy((async () => bce.zeros([1])) as unknown as () => bce.Tensor)).toThrow(/synchronous/);
+    expect(bce.memory()).toEqual(start);
+  });
+});
+
+describe('bad arguments give named errors', () => {
+  const named = (fn: () => unknown, name: string, pattern: RegExp) => {
+    let error: Error | undefined;
+    try {
+      fn();
+    } catch (e) {
+      error = e as Error;
+    }
+    expect(error).toBeDefined();
+    expect(error!.name).toBe(name);
+    expect(error!.message).toMatch(pattern);
+  };
+
+  test.each([
+    ['string data', () => bce.tensor('abc' as never), 'TypeError', /data must be/],
+    ['ragged arrays', () => bce.tensor([[1, 2], [3]]), 'RangeError', /rectangular/],
+    ['non-numeric element', () => bce.tensor([1, 'x'] as never), 'TypeError', /data\[1\]/],
+    ['shape mismatch', () => bce.tensor([1, 2, 3], { shape: [2, 2] }), 'RangeError', /shape/],
+    ['unknown dtype', () => bce.zeros([2], { dtype: 'float8' as never }), 'TypeError', /dtype must be one of/],
+    ['bad device', () => bce.zeros([2], { device: 'gpu' }), 'TypeError', /device must be/],
+    ['negative size', () => bce.zeros([-1]), 'RangeError', /shape\[0\]/],
+    ['fractional size', () => bce.zeros([1.5]), 'RangeError', /shape\[0\]/],
+    ['NaN size', () => bce.zeros([NaN]), 'RangeError', /shape\[0\]/],
+    ['shape not an array', () => bce.zeros(3 as never), 'TypeError', /shape must be an array/],
+    ['enormous size', () => bce.zeros([2 ** 40, 2 ** 40]), 'RangeError', /2\^53/],
+    ['fractional int data', () => bce.tensor([1.5], { dtype: 'int64' }), 'RangeError', /not an integer/],
+    ['requiresGrad on int', () => bce.zeros([2], { dtype: 'int64', requiresGrad: true }), 'TypeError', /floating/],
+    ['randint high <= low', () => bce.randint(5, 5, [2]), 'RangeError', /high/],
+    ['manualSeed negative', () => bce.manualSeed(-1), 'RangeError', /seed/],
+    ['setNumThreads 0', () => bce.setNumThreads(0), 'RangeError', /threads/],
+    ['item on many', () => bce.zeros([2]).item(), 'RangeError', /exactly one element/],
+    ['add a string', () => bce.zeros([2]).add('1' as never), 'TypeError', /other must be a Tensor/],
+    ['tidy without a function', () => bce.tidy(3 as never), 'TypeError', /fn must be a function/],
+    ['options not an object', () => bce.zeros([2], 'float32' as never), 'TypeError', /options must be an object/],
+  ])('%s', (_label, fn, name, pattern) => named(fn, name, pattern));
+
+  test('unallocatable tensors fail with an error, and the process goes on', () => {
+    named(() => bce.zeros([2 ** 26, 2 ** 26]), 'Error', /allocate|memory/i);
+    expect(bce.ones([2]).sum().item()).toBe(2);
+  });
+
+  test('LibTorch errors carry its message', () => {
+    named(() => bce.zeros([2, 3]).add(bce.zeros([4])), 'Error', /size of tensor a \(3\) must match/);
+    named(() => bce.zeros([2]).sum().backward(), 'Error', /does not require grad/);
+  });
+
+  test('using a disposed tensor throws; disposing twice does nothing', () => {
+    const t = bce.zeros([2]);
+    t.dispose();
+    t.dispose();
+    named(() => t.sum(), 'Error', /disposed/);
+    named(() => bce.ones([2]).add(t), 'Error', /other was disposed/);
+  });
+
+  test('CUDA requested without CUDA gives a clear error', () => {
+    if (bce.cuda.isAvailable()) {
+      console.warn('skipped: a GPU is present, so CUDA requests succeed');
+      return;
+    }
+    named(() => bce.zeros([2], { device: 'cuda' }), 'Error', /CUDA is not available/);
+    named(() => bce.zeros([2]).to('cuda:0'), 'Error', /CUDA is not available/);
+  });
+});

@@ -1,0 +1,91 @@
+/**
+ * `npm run parity`: the parity grid outside jest, on the CPU or a user's GPU.
+ *   npm run parity -- --device cuda --cases 500 --seed 7 --python /path/to/python
+ * Prints the number of cases and the worst relative error of loss and gradient per dtype, device and impl;
+ * exits 1 when a case fails, 2 when it cannot run (no PyTorch, no CUDA).
+ */
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { cuda } from '../../lib';
+import { buildGrid } from './grid';
+import {
+  CaseReport,
+  DEFAULT_CASES,
+  DEFAULT_SEED,
+  compareCase,
+  findPython,
+  formatSummary,
+  fusedStatus,
+  runReference,
+  skipReason,
+  summarize,
+} from './harness';
+
+function positiveInteger(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
+
+function nonNegativeInteger(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a non-negative integer');
+  return n;
+}
+
+interface CliOptions {
+  device: string;
+  cases: number;
+  seed: number;
+  python?: string;
+  verbose: boolean;
+}
+
+function parseArgs(argv: string[]): CliOptions {
+  return new Command('parity')
+    .description('Compare bootstrapped-ce with PyTorch over a seeded grid of loss configurations.')
+    .addOption(new Option('--device <device>', 'device for both sides: cpu, cuda or cuda:N').default('cpu'))
+    .option('--cases <n>', 'number of grid configurations (impl fused copies come on top)', positiveInteger, DEFAULT_CASES)
+    .option('--seed <s>', 'grid seed', nonNegativeInteger, DEFAULT_SEED)
+    .option('--python <path>', 'Python with PyTorch (default: $PYTHON, /usr/bin/python3, python3)')
+    .option('--verbose', 'list every case', false)
+    .parse(argv)
+    .opts<CliOptions>();
+}
+
+function main(): number {
+  const options = parseArgs(process.argv);
+  if (!/^(cpu|cuda(:\d+)?)$/.test(options.device)) {
+    console.error(`parity: --device must be cpu, cuda or cuda:N, got '${options.device}'`);
+    return 2;
+  }
+  if (options.device.startsWith('cuda') && !cuda.isAvailable()) {
+    console.error('parity: --device cuda, but this build of the addon sees no CUDA device');
+    return 2;
+  }
+  const python = findPython(options.python ?? process.env.PYTHON);
+  if (python.path === null) {
+    console.error(`parity: ${python.reason}`);
+    return 2;
+  }
+  const started = Date.now();
+  const grid = buildGrid({ seed: options.seed, cases: options.cases });
+  const fused = fusedStatus();
+  const runnable = grid.filter((c) => skipReason(c.spec, options.device, fused) === null);
+  const skipped = grid.filter((c) => skipReason(c.spec, options.device, fused) !== null);
+  const reference = runReference(python.path, runnable, options.device);
+  const reports: CaseReport[] = runnable.map((c) => compareCase(c, options.device, reference.results.get(c.spec.id)));
+  const failed = reports.filter((r) => r.failures.length > 0);
+
+  console.log(`parity: ${reports.length} cases on ${options.device} (seed ${options.seed}), PyTorch ${reference.torch} at ${python.path}`);
+  if (skipped.length > 0) {
+    console.log(`parity: ${skipped.length} impl 'fused' case(s) skipped: ${skipReason(skipped[0].spec, options.device, fused)}`);
+  }
+  console.log(formatSummary(summarize(reports)));
+  for (const r of options.verbose ? reports : failed) {
+    console.log(`${r.failures.length ? 'FAIL' : 'ok  '} ${r.name}${r.failures.length ? `\n       ${r.failures.join('\n       ')}` : ''}`);
+  }
+  console.log(`parity: ${failed.length} of ${reports.length} failed (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+  return failed.length > 0 ? 1 : 0;
+}
+
+process.exitCode = main();

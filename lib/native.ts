@@ -1,6 +1,15 @@
 /**
- * Loads the native addon. Order: an explicit binary (`BOOTSTRAPPED_CE_BINARY`), then a local build found by
- * `bindings` (build/Release). Every failure is collected and reported in one actionable message.
+ * Loads the native addon. Order:
+ *   1. an explicit binary: `BOOTSTRAPPED_CE_BINARY`;
+ *   2. a prebuild for this platform (prebuilds/<platform>-<arch>/, made by `npm run prebuild`), after checking
+ *      the LibTorch it records (libtorch.json beside it) against the LibTorch present: the runtime libraries it
+ *      needs must be found with the same major.minor version and the same flavour (CPU or CUDA);
+ *   3. a local build found by `bindings` (build/Release, ...); it goes before the prebuild when it is newer (a
+ *      build made after the prebuild: a developer's rebuild, or `npm rebuild --build-from-source`).
+ * Every failure is collected and reported in one actionable message.
+ *
+ * Environment: `BOOTSTRAPPED_CE_PREBUILDS_ONLY=1` tries prebuilds only (the install script's check);
+ * `BOOTSTRAPPED_CE_FLAVOUR=cpu|cuda` refuses a prebuild of the other flavour.
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -84,49 +93,326 @@ export interface NativeAddon {
 }
 
 const BINARY_NAME = 'bootstrapped_ce.node';
+const RECORD_NAME = 'libtorch.json';
 
-function describeFailure(tried: string[], errors: string[]): string {
+/** What a build records about the LibTorch it was built against (CMakeLists.txt, scripts/prebuild.js). */
+interface LibTorchRecord {
+  version?: string;
+  /** false, true, or the CUDA version, e.g. "11.8". */
+  cuda?: boolean | string;
+  dir?: string;
+  libDir?: string;
+  /** LibTorch/CUDA shared libraries the binary needs (DT_NEEDED), e.g. "libtorch_cpu.so.1.13". */
+  needed?: string[];
+  binary?: string;
+  napiVersion?: number;
+}
+
+interface Attempt {
+  file: string;
+  how: string;
+  error: string;
+}
+
+function flavourOf(record: LibTorchRecord): string {
+  if (!record.cuda) return 'CPU';
+  return typeof record.cuda === 'string' ? `CUDA ${record.cuda}` : 'CUDA';
+}
+
+function majorMinor(version: string | undefined): string | undefined {
+  const m = /^(\d+)\.(\d+)/.exec(version ?? '');
+  return m ? `${m[1]}.${m[2]}` : undefined;
+}
+
+function readJson(file: string): LibTorchRecord | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as LibTorchRecord;
+  } catch {
+    return undefined;
+  }
+}
+
+function isDir(dir: string): boolean {
+  try {
+    return fs.statSync(dir).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** Folders of /etc/ld.so.conf (and its includes): what ld.so.cache indexes. */
+function ldSoConfDirs(file = '/etc/ld.so.conf', depth = 0): string[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch {
+    return [];
+  }
+  const dirs: string[] = [];
+  for (const raw of text.split('\n')) {
+    const line = raw.replace(/#.*/, '').trim();
+    if (!line) continue;
+    const include = /^include\s+(.+)$/.exec(line);
+    if (include && depth < 4) {
+      const pattern = include[1].trim();
+      const folder = path.dirname(pattern);
+      const suffix = path.basename(pattern).replace(/^\*/, '');
+      let names: string[] = [];
+      try {
+        names = fs.readdirSync(folder).filter((name) => name.endsWith(suffix)).sort();
+      } catch {
+        // no include folder
+      }
+      for (const name of names) dirs.push(...ldSoConfDirs(path.join(folder, name), depth + 1));
+    } else if (line.startsWith('/')) {
+      dirs.push(line);
+    }
+  }
+  return dirs;
+}
+
+/** Where the dynamic loader looks for a prebuild's libraries, in its order. */
+function librarySearchDirs(record: LibTorchRecord, binaryDir: string): string[] {
+  const envVar = process.platform === 'darwin' ? 'DYLD_LIBRARY_PATH' : 'LD_LIBRARY_PATH';
+  const fromEnv = (process.env[envVar] ?? '').split(path.delimiter).filter(Boolean);
+  const rpath = [record.libDir, binaryDir].filter((d): d is string => !!d);
+  const system =
+    process.platform === 'linux'
+      ? [...ldSoConfDirs(), '/lib', '/usr/lib', '/lib64', '/usr/lib64']
+      : process.platform === 'darwin'
+        ? ['/usr/local/lib', '/usr/lib', '/opt/homebrew/lib']
+        : [];
+  return [...new Set([...fromEnv, ...rpath, ...system].map((d) => path.resolve(d)))];
+}
+
+/** The libraries a record implies when it does not list them. */
+function defaultNeeded(record: LibTorchRecord): string[] {
+  const mm = majorMinor(record.version);
+  const so = (name: string) => {
+    if (process.platform === 'darwin') return `lib${name}.dylib`;
+    if (process.platform === 'win32') return `${name}.dll`;
+    return mm ? `lib${name}.so.${mm}` : `lib${name}.so`;
+  };
+  const libs = [so('c10'), so('torch_cpu')];
+  if (record.cuda) libs.push(so('torch_cuda'));
+  return libs;
+}
+
+/** The LibTorch version of the installation holding `libDir`, when it says. */
+function installedVersion(libDir: string, library: string): string | undefined {
+  // A versioned file name (Debian: libtorch_cpu.so.1.13 -> libtorch_cpu.so.1.13.1).
+  try {
+    const real = path.basename(fs.realpathSync(path.join(libDir, library)));
+    const m = /\.so\.(\d+\.\d+(\.\d+)?)$/.exec(real) ?? /\.(\d+\.\d+(\.\d+)?)\.dylib$/.exec(real);
+    if (m) return m[1];
+  } catch {
+    // fall through
+  }
+  // An unpacked LibTorch (build-version) or a PyTorch install (torch/version.py).
+  try {
+    return fs.readFileSync(path.join(libDir, '..', 'build-version'), 'utf8').trim();
+  } catch {
+    // fall through
+  }
+  try {
+    const text = fs.readFileSync(path.join(libDir, '..', 'version.py'), 'utf8');
+    return /__version__\s*=\s*['"]([^'"]+)['"]/.exec(text)?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
+function hasCudaLibrary(libDir: string): boolean {
+  try {
+    return fs.readdirSync(libDir).some((name) => /^(lib)?torch_cuda[._]/.test(name));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Why a prebuild cannot be used with the LibTorch present here, or undefined when it can.
+ * Checks: Node-API version, requested flavour, each needed library found, the found LibTorch's major.minor
+ * version, and CPU vs CUDA.
+ */
+function refusePrebuild(record: LibTorchRecord, binaryDir: string): string | undefined {
+  const builtFor = `LibTorch ${record.version ?? '(unknown version)'} ${flavourOf(record)}`;
+  const napi = Number(process.versions.napi ?? 0);
+  if (record.napiVersion && napi < record.napiVersion) {
+    return `it needs Node-API ${record.napiVersion}, this Node.js has ${napi}`;
+  }
+  const wanted = (process.env.BOOTSTRAPPED_CE_FLAVOUR ?? '').toLowerCase();
+  if ((wanted === 'cuda' && !record.cuda) || (wanted === 'cpu' && record.cuda)) {
+    return `it is built for ${builtFor}, and BOOTSTRAPPED_CE_FLAVOUR=${wanted} asks for ${wanted.toUpperCase()}`;
+  }
+  const dirs = librarySearchDirs(record, binaryDir);
+  const needed = record.needed?.length ? record.needed : defaultNeeded(record);
+  let torchDir: string | undefined;
+  for (const library of needed) {
+    const dir = dirs.find((d) => fs.existsSync(path.join(d, library)));
+    if (!dir) {
+      return (
+        `it is built for ${builtFor} and needs ${library}, which is not in any folder the dynamic loader searches ` +
+        `(${dirs.filter(isDir).join(', ')})`
+      );
+    }
+    if (/torch_cpu/.test(library)) torchDir = dir;
+  }
+  if (torchDir) {
+    const cpuLib = needed.find((l) => /torch_cpu/.test(l)) as string;
+    const found = installedVersion(torchDir, cpuLib);
+    const want = majorMinor(record.version);
+    if (found && want && majorMinor(found) !== want) {
+      return `it is built for ${builtFor}, but the LibTorch in ${torchDir} is ${found}`;
+    }
+    const cudaHere = hasCudaLibrary(torchDir);
+    if (record.cuda && !cudaHere) {
+      return `it is built for ${builtFor}, but the LibTorch in ${torchDir} has no CUDA (no libtorch_cuda)`;
+    }
+    if (!record.cuda && cudaHere && wanted !== 'cpu') {
+      return (
+        `it is built for ${builtFor}, but the LibTorch in ${torchDir} is a CUDA build: rebuild from source to use ` +
+        'CUDA (`npm rebuild bootstrapped-ce`), or set BOOTSTRAPPED_CE_FLAVOUR=cpu to accept the CPU prebuild'
+      );
+    }
+  }
+  return undefined;
+}
+
+/** The prebuilds of this platform with their records. */
+function prebuildCandidates(): { file: string; record: LibTorchRecord | undefined }[] {
+  const folder = path.join(packageRoot, 'prebuilds', `${process.platform}-${process.arch}`);
+  let names: string[];
+  try {
+    names = fs.readdirSync(folder).filter((name) => name.endsWith('.node')).sort();
+  } catch {
+    return [];
+  }
+  const record = readJson(path.join(folder, RECORD_NAME));
+  if (record?.binary && names.includes(record.binary)) names = [record.binary, ...names.filter((n) => n !== record.binary)];
+  return names.map((name) => ({ file: path.join(folder, name), record: !record?.binary || record.binary === name ? record : undefined }));
+}
+
+function message(error: unknown): string {
+  return String((error as Error)?.message ?? error)
+    .split('\n')
+    .filter((line) => line.trim() && !/^\s+at /.test(line) && !/^Require stack:/.test(line) && !/^- /.test(line))
+    .join(' ');
+}
+
+/** The shared library a dlopen error names as missing, e.g. "libtorch_cpu.so.1.13". */
+function missingLibrary(errors: string[]): string | undefined {
+  for (const error of errors) {
+    const m =
+      /([^\s:/]+\.(?:so(?:\.[\d.]+)?|dylib|dll)): cannot open shared object file/.exec(error) ??
+      /Library not loaded: \S*?([^/\s]+\.dylib)/.exec(error) ??
+      /needs (\S+\.(?:so(?:\.[\d.]+)?|dylib|dll)), which is not/.exec(error);
+    if (m) return m[1];
+  }
+  return undefined;
+}
+
+function describeFailure(attempts: Attempt[]): string {
+  const errors = attempts.map((a) => a.error);
+  const missing = missingLibrary(errors);
+  const platform = `${process.platform}-${process.arch}`;
   const lines = [
     'bootstrapped-ce: could not load the native addon.',
     'Tried:',
-    ...tried.map((file, i) => `  - ${file}: ${errors[i]}`),
-    'Possible solutions:',
-    '  - Build it: `npm rebuild bootstrapped-ce` (needs cmake, a C++17 compiler and LibTorch).',
-    '  - Install LibTorch: `sudo apt-get install libtorch-dev` on Debian/Ubuntu, or set LIBTORCH to an unpacked',
-    '    LibTorch or to the `torch` folder of a PyTorch install, then rebuild.',
-    '  - If a LibTorch shared library (e.g. libtorch_cpu.so) is reported missing, the LibTorch the addon was built',
-    '    against has moved or been removed: reinstall it, or rebuild against the one you have.',
-    '  - Point BOOTSTRAPPED_CE_BINARY at a built bootstrapped_ce.node.',
+    ...(attempts.length ? attempts.map((a) => `  - ${a.file} (${a.how}): ${a.error}`) : ['  - nothing: no binary found']),
   ];
+  if (missing) {
+    const mm = /\.so\.(\d+\.\d+)/.exec(missing)?.[1];
+    lines.push(
+      `Missing LibTorch runtime library: ${missing}${mm ? ` (LibTorch ${mm})` : ''}.`,
+      mm === '1.13'
+        ? '  Get it: `sudo apt-get install libtorch-dev` (Debian 12 / Ubuntu 23.04+: LibTorch 1.13); or a PyTorch install /'
+        : '  Get it: a PyTorch install or an unpacked LibTorch (pytorch.org) of that version and flavour,',
+      mm === '1.13' ? '  an unpacked LibTorch of that version, with its lib folder on LD_LIBRARY_PATH' : '  with its lib folder on LD_LIBRARY_PATH',
+      `  (e.g. export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__))')/lib).`,
+    );
+  }
+  let platforms: string[] = [];
+  try {
+    platforms = fs.readdirSync(path.join(packageRoot, 'prebuilds')).sort();
+  } catch {
+    // no prebuilds folder
+  }
+  lines.push(
+    'Possible solutions:',
+    platforms.includes(platform)
+      ? `  - The prebuild for ${platform} records the LibTorch it needs in prebuilds/${platform}/libtorch.json: make that LibTorch\n` +
+          '    available (above), or build against the LibTorch you have.'
+      : `  - No prebuild for ${platform}${platforms.length ? ` (prebuilds: ${platforms.join(', ')})` : ''}: build from source.`,
+    '  - Build from source: `npm rebuild bootstrapped-ce --build-from-source` (needs cmake >= 3.19, a C++17 compiler',
+    '    and LibTorch; set LIBTORCH to an unpacked LibTorch or to the `torch` folder of a PyTorch install).',
+    '  - Point BOOTSTRAPPED_CE_BINARY at a built bootstrapped_ce.node.',
+  );
   return lines.join('\n');
 }
 
+function mtime(file: string): number {
+  try {
+    return fs.statSync(file).mtimeMs;
+  } catch {
+    return 0;
+  }
+}
+
 function load(): { addon: NativeAddon; file: string } {
-  const tried: string[] = [];
-  const errors: string[] = [];
+  const attempts: Attempt[] = [];
+  const prebuildsOnly = process.env.BOOTSTRAPPED_CE_PREBUILDS_ONLY === '1';
   const explicit = process.env.BOOTSTRAPPED_CE_BINARY;
-  if (explicit) {
+  if (explicit && !prebuildsOnly) {
     const file = path.resolve(explicit);
-    tried.push(`${file} (BOOTSTRAPPED_CE_BINARY)`);
     try {
       return { addon: require(file) as NativeAddon, file };
     } catch (error) {
-      errors.push(firstLine(error));
+      attempts.push({ file, how: 'BOOTSTRAPPED_CE_BINARY', error: message(error) });
     }
   }
+  const tryPrebuilds = (): { addon: NativeAddon; file: string } | undefined => {
+    for (const { file, record } of prebuilds) {
+      const refusal = refusePrebuild(record ?? {}, path.dirname(file));
+      if (refusal) {
+        attempts.push({ file, how: 'prebuild, not loaded', error: `refused: ${refusal}` });
+        continue;
+      }
+      try {
+        return { addon: require(file) as NativeAddon, file };
+      } catch (error) {
+        attempts.push({ file, how: 'prebuild', error: message(error) });
+      }
+    }
+    return undefined;
+  };
   // A local build: build/Release, build/Debug and the other places `bindings` knows.
-  tried.push(`local build of ${BINARY_NAME} (build/Release, build/Debug, ...)`);
-  try {
-    const addon = bindings({ bindings: BINARY_NAME, module_root: packageRoot }) as NativeAddon;
-    return { addon, file: localBuildPath() };
-  } catch (error) {
-    errors.push(firstLine(error));
-  }
-  throw new Error(describeFailure(tried, errors));
+  const tryLocal = (): { addon: NativeAddon; file: string } | undefined => {
+    const file = localBuildPath();
+    try {
+      const addon = bindings({ bindings: BINARY_NAME, module_root: packageRoot }) as NativeAddon;
+      return { addon, file };
+    } catch (error) {
+      const built = file !== BINARY_NAME;
+      attempts.push({
+        file: built ? file : `${BINARY_NAME} in build/Release, build/Debug, ...`,
+        how: 'local build',
+        error: built ? message(error) : 'not built',
+      });
+      return undefined;
+    }
+  };
+  const prebuilds = prebuildCandidates();
+  if (prebuildsOnly) return tryPrebuilds() ?? fail(attempts);
+  // Prebuilds first, unless a local build is newer than them (rebuilt after packing, or --build-from-source).
+  const local = localBuildPath();
+  const localNewer = local !== BINARY_NAME && prebuilds.every((p) => mtime(local) > mtime(p.file));
+  const found = localNewer ? (tryLocal() ?? tryPrebuilds()) : (tryPrebuilds() ?? tryLocal());
+  return found ?? fail(attempts);
 }
 
-function firstLine(error: unknown): string {
-  return String((error as Error)?.message ?? error).split('\n')[0];
+function fail(attempts: Attempt[]): never {
+  throw new Error(describeFailure(attempts));
 }
 
 function localBuildPath(): string {

@@ -4,7 +4,9 @@
 
 #include "addon_data.h"
 #include "factories.h"
+#include "jit_module.h"
 #include "loss_binding.h"
+#include "optimizer.h"
 #include "runtime.h"
 #include "tensor_handle.h"
 
@@ -22,6 +24,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   bce::RegisterFactories(env, exports);
   bce::RegisterRuntime(env, exports);
   bce::RegisterLoss(env, exports);
+  bce::RegisterJit(env, exports);
+  bce::RegisterOptimizer(env, exports);
   return exports;
 }
 

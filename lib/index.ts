@@ -31,3 +31,8 @@ export type {
 } from './loss';
 export { BootstrappedCrossEntropy, BootstrappedCE } from './modules';
 export type { BootstrappedCrossEntropyState, BootstrappedCEOptions } from './modules';
+export * as jit from './jit';
+export { Module, noGrad, isGradEnabled } from './jit';
+export type { LoadOptions, ModuleOutput } from './jit';
+export * as optim from './optim';
+export type { SGDOptions, AdamOptions, ParamState, OptimizerStateDict } from './optim';

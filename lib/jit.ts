@@ -1,0 +1,168 @@
+/**
+ * TorchScript modules from Node: `jit.load(path)` gives a `Module` whose `forward` runs the scripted model and
+ * whose `parameters()` share the module's own tensors, so that an optimizer (`optim`) trains it in place.
+ * Also `noGrad(fn)`, which runs `fn` with autograd recording off.
+ */
+import * as fs from 'fs';
+import { native, NativeHandle } from './native';
+import { Tensor, checkCudaAvailable, checkTensor } from './tensor';
+import { checkBoolean, checkDevice, checkOptions, describe } from './validate';
+
+/** Methods of the native ModuleHandle (cpp/jit_module.cc). */
+interface NativeModule {
+  forward(...inputs: NativeHandle[]): unknown;
+  parameters(): NativeHandle[];
+  namedParameters(): [string, NativeHandle][];
+  train(on: boolean): void;
+  eval(): void;
+  isTraining(): boolean;
+  to(device: string): void;
+  save(path: string): void;
+  dispose(): void;
+  isDisposed(): boolean;
+}
+
+/** The addon's training entry points (cpp/jit_module.cc, cpp/optimizer.cc). */
+export interface NativeTraining {
+  ModuleHandle: { load(path: string, device?: string): NativeModule };
+  noGrad<T>(fn: () => T): T;
+  isGradEnabled(): boolean;
+}
+
+const training = native as unknown as NativeTraining;
+
+/** What `forward` may return: a Tensor, or TorchScript tuples/lists (arrays), dicts (objects) and scalars. */
+export type ModuleOutput = Tensor | number | boolean | string | null | ModuleOutput[] | { [key: string]: ModuleOutput };
+
+function wrapOutput(value: unknown): ModuleOutput {
+  if (value === null || typeof value !== 'object') return value as ModuleOutput;
+  if (Array.isArray(value)) return value.map(wrapOutput);
+  if (typeof (value as NativeHandle).isDisposed === 'function') return new Tensor(value as NativeHandle);
+  const out: { [key: string]: ModuleOutput } = {};
+  for (const [key, item] of Object.entries(value)) out[key] = wrapOutput(item);
+  return out;
+}
+
+/** Options of `jit.load`. */
+export interface LoadOptions {
+  /** Where to load parameters and buffers: 'cpu' (default), 'cuda' or 'cuda:N'. */
+  device?: string;
+}
+
+/** A TorchScript module (a `torch.jit.script`ed or traced model saved with `.save()` in Python). */
+export class Module {
+  /** @internal */
+  private readonly native: NativeModule;
+
+  /** @internal Use `jit.load`. */
+  constructor(handle: NativeModule) {
+    this.native = handle;
+  }
+
+  /**
+   * Runs the module's `forward` on tensors. A tensor result comes back as a Tensor; tuples and lists as arrays,
+   * dicts as objects. The type parameter only narrows the declared type (default Tensor); it is not checked.
+   */
+  forward<T extends ModuleOutput = Tensor>(...inputs: Tensor[]): T {
+    this.live();
+    const handles = inputs.map((input, i) => checkTensor(input, `inputs[${i}]`).handle);
+    return wrapOutput(this.native.forward(...handles)) as T;
+  }
+
+  /** The trainable parameters (recursively), as Tensors sharing the module's own tensors. */
+  parameters(): Tensor[] {
+    this.live();
+    return this.native.parameters().map((handle) => new Tensor(handle));
+  }
+
+  /** `[name, tensor]` pairs with PyTorch's dotted names ('conv1.weight'), in the module's order. */
+  namedParameters(): [string, Tensor][] {
+    this.live();
+    return this.native.namedParameters().map(([name, handle]) => [name, new Tensor(handle)] as [string, Tensor]);
+  }
+
+  /** Training mode (dropout, batch-norm statistics), for this module and its children. Returns this. */
+  train(on = true): this {
+    this.live();
+    this.native.train(checkBoolean(on, 'on'));
+    return this;
+  }
+
+  /** Evaluation mode: `train(false)`. Returns this. */
+  eval(): this {
+    this.live();
+    this.native.eval();
+    return this;
+  }
+
+  /** Whether the module is in training mode. */
+  get training(): boolean {
+    this.live();
+    return this.native.isTraining();
+  }
+
+  /**
+   * Moves parameters and buffers to `device` ('cpu', 'cuda', 'cuda:N') in place; tensors from `parameters()`
+   * and optimizers built on them follow. Returns this.
+   */
+  to(device: string): this {
+    this.live();
+    checkDevice(device, 'device');
+    checkCudaAvailable(device);
+    this.native.to(device);
+    return this;
+  }
+
+  /** Saves the module (code and current parameters) as TorchScript, loadable by `jit.load` and `torch.jit.load`. */
+  save(path: string): void {
+    this.live();
+    if (typeof path !== 'string' || path.length === 0) throw new TypeError(`path must be a non-empty string, got ${describe(path)}`);
+    this.native.save(path);
+  }
+
+  /** Frees the module now (its parameters live on while Tensors from `parameters()` hold them). */
+  dispose(): void {
+    this.native.dispose();
+  }
+
+  get isDisposed(): boolean {
+    return this.native.isDisposed();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  private live(): void {
+    if (this.native.isDisposed()) throw new Error('the module was disposed and can no longer be used');
+  }
+}
+
+/** Loads a TorchScript module saved by PyTorch (`torch.jit.save`) or by `Module.save`. */
+export function load(path: string, options?: LoadOptions): Module {
+  if (typeof path !== 'string' || path.length === 0) throw new TypeError(`path must be a non-empty string, got ${describe(path)}`);
+  const o = checkOptions<LoadOptions>(options, 'options');
+  const device = o.device === undefined ? 'cpu' : checkDevice(o.device, 'device');
+  checkCudaAvailable(device);
+  if (!fs.existsSync(path)) throw new Error(`path: no such file '${path}'`);
+  return new Module(training.ModuleHandle.load(path, device));
+}
+
+/**
+ * Runs `fn` with autograd recording off (PyTorch's `torch.no_grad()`) and returns its result. The previous mode
+ * is restored however `fn` ends, including when it throws. `fn` must be synchronous.
+ */
+export function noGrad<T>(fn: () => T): T {
+  if (typeof fn !== 'function') throw new TypeError(`fn must be a function, got ${describe(fn)}`);
+  const result = training.noGrad(fn);
+  if (result !== null && typeof (result as { then?: unknown })?.then === 'function') {
+    throw new TypeError('noGrad(fn) needs a synchronous fn: it returned a Promise, whose work would run with gradients on');
+  }
+  return result;
+}
+
+/** Whether autograd currently records operations (false inside `noGrad`). */
+export function isGradEnabled(): boolean {
+  return training.isGradEnabled();
+}
+

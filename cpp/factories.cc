@@ -7,12 +7,25 @@
 
 #include <ATen/ATen.h>
 
+#include <limits>
+#include <string>
+
 namespace bce {
 namespace {
 
+// The number of elements, or -1 when it does not fit in int64 (shapes from direct callers of the addon).
 int64_t Product(const std::vector<int64_t>& shape) {
   int64_t product = 1;
-  for (int64_t size : shape) product *= size;
+  for (int64_t size : shape) {
+    if (size != 0 && product > std::numeric_limits<int64_t>::max() / size) return -1;
+    product *= size;
+  }
+  return product;
+}
+
+double ProductDouble(const std::vector<int64_t>& shape) {
+  double product = 1;
+  for (int64_t size : shape) product *= static_cast<double>(size);
   return product;
 }
 
@@ -27,6 +40,31 @@ c10::ScalarType SourceDtype(Napi::Env env, const Napi::TypedArray& array) {
     default:
       ThrowType(env, "data must be a Float32Array, Float64Array, Int32Array, BigInt64Array or Uint8Array");
   }
+}
+
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  std::string text = "[";
+  for (size_t i = 0; i < shape.size(); ++i) text += (i > 0 ? "," : "") + std::to_string(shape[i]);
+  return text + "]";
+}
+
+// Runs a factory; an allocation LibTorch cannot satisfy becomes a RangeError naming the shape, instead of the
+// allocator's "[enforce fail at alloc_cpu.cpp]" message.
+template <typename Fn>
+at::Tensor Allocate(Napi::Env env, const char* what, const std::vector<int64_t>& shape, c10::ScalarType dtype, Fn&& fn) {
+  return Guard(env, [&] {
+    try {
+      return fn();
+    } catch (const c10::Error& e) {
+      const std::string message = e.what_without_backtrace();
+      if (message.find("allocate") == std::string::npos) throw;
+    } catch (const std::bad_alloc&) {
+    }
+    const double bytes = ProductDouble(shape) * static_cast<double>(c10::elementSize(dtype));
+    throw Napi::RangeError::New(env, std::string(what) + ": shape " + ShapeText(shape) + " of " + DtypeName(dtype) +
+                                         " needs " + std::to_string(bytes).substr(0, std::to_string(bytes).find('.')) +
+                                         " bytes, which could not be allocated (out of memory)");
+  });
 }
 
 at::TensorOptions Options(Napi::Env env, const Napi::Value& dtype, const Napi::Value& device) {
@@ -60,21 +98,24 @@ Napi::Value Zeros(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::vector<int64_t> shape = ParseShape(env, info[0], "shape");
   const at::TensorOptions options = Options(env, info[1], info[2]);
-  return TensorHandle::Wrap(env, Guard(env, [&] { return at::zeros(shape, options); }));
+  return TensorHandle::Wrap(
+      env, Allocate(env, "zeros", shape, options.dtype().toScalarType(), [&] { return at::zeros(shape, options); }));
 }
 
 Napi::Value Ones(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::vector<int64_t> shape = ParseShape(env, info[0], "shape");
   const at::TensorOptions options = Options(env, info[1], info[2]);
-  return TensorHandle::Wrap(env, Guard(env, [&] { return at::ones(shape, options); }));
+  return TensorHandle::Wrap(
+      env, Allocate(env, "ones", shape, options.dtype().toScalarType(), [&] { return at::ones(shape, options); }));
 }
 
 Napi::Value Randn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::vector<int64_t> shape = ParseShape(env, info[0], "shape");
   const at::TensorOptions options = Options(env, info[1], info[2]);
-  return TensorHandle::Wrap(env, Guard(env, [&] { return at::randn(shape, options); }));
+  return TensorHandle::Wrap(
+      env, Allocate(env, "randn", shape, options.dtype().toScalarType(), [&] { return at::randn(shape, options); }));
 }
 
 // randint(low, high, shape, dtype, device): integers in [low, high).
@@ -85,7 +126,8 @@ Napi::Value Randint(const Napi::CallbackInfo& info) {
   const std::vector<int64_t> shape = ParseShape(env, info[2], "shape");
   const at::TensorOptions options = Options(env, info[3], info[4]);
   if (high <= low) ThrowRange(env, "randint: high must be greater than low");
-  return TensorHandle::Wrap(env, Guard(env, [&] { return at::randint(low, high, shape, options); }));
+  return TensorHandle::Wrap(env, Allocate(env, "randint", shape, options.dtype().toScalarType(),
+                                          [&] { return at::randint(low, high, shape, options); }));
 }
 
 Napi::Value ManualSeed(const Napi::CallbackInfo& info) {

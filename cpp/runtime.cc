@@ -5,8 +5,14 @@
 #include "errors.h"
 
 #include <ATen/Parallel.h>
+#include <c10/core/CPUAllocator.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
 
 #if !defined(_WIN32)
 #include <dlfcn.h>
@@ -14,6 +20,53 @@
 
 namespace bce {
 namespace {
+
+// LibTorch's default CPU allocator takes every buffer from posix_memalign. With glibc before 2.38, memory freed
+// after posix_memalign is often not reused (sourceware bug 14581), so a training loop that creates and frees
+// tensors of the same sizes grows the heap without bound (about 100 KB per 1x19x64x64 step: gigabytes over a
+// long run, although every tensor was freed; see scripts/soak.ts). This allocator takes buffers from plain
+// malloc, over-allocated by the alignment, with the malloc pointer stored just below the aligned one: malloc'ed
+// chunks are reused, and data == context, so raw_allocate() keeps working.
+// BOOTSTRAPPED_CE_CPU_ALLOCATOR=default keeps LibTorch's allocator.
+class AlignedMallocAllocator final : public c10::Allocator {
+ public:
+  static constexpr size_t kAlignment = 64;  // c10::gAlignment
+
+  // LibTorch 1.x declares allocate() const; 2.3+ declares it non-const and adds a pure copy_data(). Defining
+  // both forms without `override` compiles against either: whichever the base declares is the override.
+  c10::DataPtr allocate(size_t nbytes) { return AllocateAligned(nbytes); }
+  c10::DataPtr allocate(size_t nbytes) const { return AllocateAligned(nbytes); }
+  void copy_data(void* dest, const void* src, std::size_t count) const { std::memcpy(dest, src, count); }
+
+  c10::DeleterFnPtr raw_deleter() const override { return &Delete; }
+
+ private:
+  static c10::DataPtr AllocateAligned(size_t nbytes) {
+    const c10::Device cpu(c10::DeviceType::CPU);
+    if (nbytes == 0) return {nullptr, nullptr, &Delete, cpu};
+    TORCH_CHECK(nbytes <= SIZE_MAX - kAlignment, "CPU allocator: cannot allocate ", nbytes, " bytes");
+    void* raw = std::malloc(nbytes + kAlignment);
+    TORCH_CHECK(raw != nullptr, "DefaultCPUAllocator: not enough memory: you tried to allocate ", nbytes, " bytes.");
+    // malloc returns at least 16-byte alignment, so there are >= 16 bytes below `aligned` for the raw pointer.
+    void* aligned = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(raw) + kAlignment) & ~(kAlignment - 1));
+    static_cast<void**>(aligned)[-1] = raw;
+    return {aligned, aligned, &Delete, cpu};
+  }
+
+  static void Delete(void* aligned) {
+    if (aligned != nullptr) std::free(static_cast<void**>(aligned)[-1]);
+  }
+};
+
+void InstallCpuAllocator() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const char* choice = std::getenv("BOOTSTRAPPED_CE_CPU_ALLOCATOR");
+    if (choice != nullptr && std::strcmp(choice, "default") == 0) return;
+    static AlignedMallocAllocator allocator;
+    c10::SetCPUAllocator(&allocator, /*priority=*/1);
+  });
+}
 
 Napi::Value CudaIsAvailable(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), Guard(info.Env(), [] { return torch::cuda::is_available(); }));
@@ -71,6 +124,7 @@ Napi::Value Memory(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void RegisterRuntime(Napi::Env env, Napi::Object exports) {
+  InstallCpuAllocator();
   exports.Set("cudaIsAvailable", Napi::Function::New<CudaIsAvailable>(env, "cudaIsAvailable"));
   exports.Set("cudaDeviceCount", Napi::Function::New<CudaDeviceCount>(env, "cudaDeviceCount"));
   exports.Set("setNumThreads", Napi::Function::New<SetNumThreads>(env, "setNumThreads"));

@@ -164,19 +164,35 @@ function finish(
   let loss = new Tensor(result.loss);
   if (typeof reduction === 'function' && result.k > 0) {
     const selected = loss;
-    const reduced: unknown = reduction(selected);
-    if (!isTensor(reduced)) {
-      selected.dispose();
-      throw new TypeError(`reduction must return a Tensor, got ${describe(reduced)}`);
+    let reduced: unknown;
+    try {
+      reduced = reduction(selected);
+    } finally {
+      // The reduced loss keeps what it needs through the autograd graph; the handle itself is ours to free.
+      if (reduced !== selected) selected.dispose();
     }
-    if (reduced !== selected) selected.dispose();
+    if (!isTensor(reduced)) throw new TypeError(`reduction must return a Tensor, got ${describe(reduced)}`);
     loss = reduced;
   }
   if (checkFinite) {
-    const total = loss.numel === 1 ? loss.item() : loss.detach().sum().item();
-    if (!Number.isFinite(total)) throw new RangeError(`the loss is not finite (${total}); checkFinite is on`);
+    const total = finiteCheckValue(loss);
+    if (!Number.isFinite(total)) {
+      loss.dispose();
+      throw new RangeError(`the loss is not finite (${total}); checkFinite is on`);
+    }
   }
   return { loss, p, k: result.k, nValid: result.nValid, fused: result.fused };
+}
+
+/** One number that is finite exactly when every element of `loss` is (NaN and Inf survive a sum). */
+function finiteCheckValue(loss: Tensor): number {
+  if (loss.numel === 1) return loss.item();
+  const detached = loss.detach();
+  const sum = detached.sum();
+  const value = sum.item();
+  sum.dispose();
+  detached.dispose();
+  return value;
 }
 
 function commonOptions(o: Partial<BootstrappedCommonOptions>): { reduction: Reduction; perSample: boolean; checkFinite: boolean } {

@@ -23,10 +23,10 @@ export type WarmupFunction = (p: number, iteration: number) => number;
  */
 export type Warmup = number | WarmupFunction | WarmupSchedule;
 
-function checkRange(startWarm: unknown, endWarm: unknown): [number, number] {
-  const start = checkNumber(startWarm, 'startWarm');
-  const end = checkNumber(endWarm, 'endWarm');
-  if (start < 0) throw new RangeError(`startWarm must be >= 0, got ${start}`);
+function checkRange(startWarm: unknown, endWarm: unknown, startName = 'startWarm'): [number, number] {
+  const start = checkNumber(startWarm, startName);
+  const end = checkNumber(endWarm, startName === 'startWarm' ? 'endWarm' : startName);
+  if (start < 0) throw new RangeError(`${startName} must be >= 0, got ${start}`);
   if (start > end) throw new RangeError(`startWarm (${start}) must not be greater than endWarm (${end})`);
   return [start, end];
 }
@@ -48,7 +48,7 @@ function falling(kind: WarmupSchedule['kind'], start: number, end: number, shape
 export const schedules = {
   /** p = 1 while iteration < warmup, then p. */
   step(warmup: number): WarmupSchedule {
-    const [start] = checkRange(warmup, warmup);
+    const [start] = checkRange(warmup, warmup, 'warmup');
     return falling('step', start, start, () => 0);
   },
   /** STCN's schedule: 1 until startWarm, linear down to p at endWarm, then p. startWarm == endWarm is a step. */

@@ -17,9 +17,24 @@ export function isTensor(value: unknown): value is Tensor {
 
 /** Checks that `value` is a live Tensor; names the argument otherwise. */
 export function checkTensor(value: unknown, name: string): Tensor {
-  if (!isTensor(value)) throw new TypeError(`${name} must be a Tensor, got ${describe(value)}`);
+  if (!isTensor(value)) {
+    if (looksCloned(value)) {
+      throw new TypeError(
+        `${name} must be a Tensor, got a copy of one without its native tensor (structured clone or postMessage to ` +
+          'another thread): tensors cannot cross threads; send tensor.toArray() and tensor.shape and rebuild it there',
+      );
+    }
+    throw new TypeError(`${name} must be a Tensor, got ${describe(value)}`);
+  }
   if (value.isDisposed) throw new Error(`${name} was disposed and can no longer be used`);
   return value;
+}
+
+/** A Tensor that went through the structured clone algorithm: its `handle` is left as an empty plain object. */
+function looksCloned(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  const handle = (value as { handle?: unknown }).handle;
+  return typeof handle === 'object' && handle !== null && Object.getPrototypeOf(handle) === Object.prototype && Object.keys(handle).length === 0;
 }
 
 /** A scalar or a tensor operand. */

@@ -73,17 +73,17 @@ BootstrappedResult bootstrapped_cross_entropy(const at::Tensor& input, const at:
   TORCH_CHECK_INDEX(counts.out_of_range == 0, "target holds ", counts.out_of_range,
                     " class index(es) outside [0, ", classes, ") that are not ignoreIndex (",
                     options.ignore_index, ")");
-
   at::Tensor losses = F::cross_entropy(input, target, CrossEntropyOptions(options, false));
   Pool pool = PoolOf(losses);
-  pool.valid = target != options.ignore_index;
   pool.counts = counts;
   pool.counts_from_shape = false;
+  // The mask is only needed when something is ignored (ignored losses are 0 and must not be ranked).
+  if (counts.total() < target.numel()) pool.ignored = target.eq(options.ignore_index);
   if (options.weight.defined()) {
     // w[y] per element (0 where ignored): the denominator of the weighted mean, as in PyTorch.
-    at::Tensor safe = target.masked_fill(pool.valid.logical_not(), 0);
-    pool.denominator_weight = options.weight.index_select(0, safe.reshape(-1)).view(target.sizes())
-                                  .masked_fill(pool.valid.logical_not(), 0);
+    at::Tensor labels = pool.ignored.defined() ? target.masked_fill(pool.ignored, 0) : target;
+    pool.denominator_weight = options.weight.index_select(0, labels.reshape(-1)).view(target.sizes());
+    if (pool.ignored.defined()) pool.denominator_weight = pool.denominator_weight.masked_fill(pool.ignored, 0);
   }
   return SelectAndReduce(input, pool, options);
 }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <tuple>
 
 namespace bce {
 
@@ -13,7 +14,29 @@ int64_t PoolCounts::total() const {
   return sum;
 }
 
-PoolCounts CountPool(const at::Tensor& target, int64_t ignore_index, int64_t classes, bool per_sample) {
+namespace {
+
+PoolCounts CountOnHost(const at::Tensor& target, int64_t ignore_index, int64_t classes, bool per_sample) {
+  const at::Tensor labels = target.contiguous();
+  const int64_t* data = labels.data_ptr<int64_t>();
+  const int64_t rows = per_sample && labels.dim() > 0 ? labels.size(0) : 1;
+  const int64_t per_row = rows == 0 ? 0 : labels.numel() / rows;
+  PoolCounts counts;
+  counts.valid.assign(rows, 0);
+  for (int64_t row = 0; row < rows; ++row) {
+    int64_t valid = 0, out_of_range = 0;
+    for (const int64_t* y = data + row * per_row, *end = y + per_row; y != end; ++y) {
+      const bool counted = *y != ignore_index;
+      valid += counted;
+      out_of_range += counted & (*y < 0 || *y >= classes);
+    }
+    counts.valid[row] = valid;
+    counts.out_of_range += out_of_range;
+  }
+  return counts;
+}
+
+PoolCounts CountOnDevice(const at::Tensor& target, int64_t ignore_index, int64_t classes, bool per_sample) {
   const at::Tensor valid = target.ne(ignore_index);
   const at::Tensor out_of_range = valid.logical_and(target.lt(0).logical_or(target.ge(classes))).sum();
   at::Tensor valid_counts = per_sample && target.dim() > 0 ? valid.reshape({target.size(0), -1}).sum(1)
@@ -25,6 +48,14 @@ PoolCounts CountPool(const at::Tensor& target, int64_t ignore_index, int64_t cla
   counts.valid.assign(data, data + host.numel() - 1);
   counts.out_of_range = data[host.numel() - 1];
   return counts;
+}
+
+}  // namespace
+
+PoolCounts CountPool(const at::Tensor& target, int64_t ignore_index, int64_t classes, bool per_sample) {
+  // On the host a plain loop beats a dozen tensor ops; elsewhere the labels stay on their device.
+  return target.device().is_cpu() ? CountOnHost(target, ignore_index, classes, per_sample)
+                                  : CountOnDevice(target, ignore_index, classes, per_sample);
 }
 
 Pool PoolOf(const at::Tensor& losses) {
@@ -54,10 +85,10 @@ PoolCounts ShapeCounts(const at::Tensor& losses, bool per_sample) {
   return counts;
 }
 
-// Ranking values: the detached losses with invalid elements pushed below every valid one.
+// Ranking values: the detached losses with ignored elements pushed below every valid one.
 at::Tensor RankingValues(const Pool& pool) {
   at::Tensor ranked = pool.losses.detach();
-  if (pool.valid.defined()) ranked = ranked.masked_fill(pool.valid.logical_not(), -std::numeric_limits<double>::infinity());
+  if (pool.ignored.defined()) ranked = ranked.masked_fill(pool.ignored, -std::numeric_limits<double>::infinity());
   return ranked;
 }
 
@@ -86,8 +117,13 @@ BootstrappedResult BatchScope(const at::Tensor& input, const Pool& pool, const B
     return result;
   }
 
-  const at::Tensor index = std::get<1>(RankingValues(pool).reshape(-1).topk(result.k, 0, true, false));
-  const at::Tensor selected = flat.index_select(0, index);
+  // Ignored elements rank below every valid one (k <= n_valid, so none is selected). The values come from topk
+  // itself, so gradients reach the selected elements exactly as autograd through topk does.
+  const at::Tensor ranked = pool.ignored.defined()
+                                ? flat.masked_fill(pool.ignored.reshape(-1), -std::numeric_limits<double>::infinity())
+                                : flat;
+  at::Tensor selected, index;
+  std::tie(selected, index) = ranked.topk(result.k, 0, /*largest=*/true, /*sorted=*/false);
   switch (options.reduction) {
     case Reduction::kSelected: result.loss = selected; break;
     case Reduction::kSum: result.loss = selected.sum(); break;
@@ -95,7 +131,7 @@ BootstrappedResult BatchScope(const at::Tensor& input, const Pool& pool, const B
     case Reduction::kMean:
       result.loss = pool.denominator_weight.defined()
                         ? selected.sum() / pool.denominator_weight.reshape(-1).index_select(0, index).sum()
-                        : selected.sum() / static_cast<double>(result.k);
+                        : selected.mean();
       break;
   }
   return result;

@@ -17,12 +17,13 @@ struct PoolCounts {
   int64_t total() const;
 };
 
-// Counts valid targets (target != ignore_index) and out-of-range ones with a single read from the device.
+// Counts valid targets (target != ignore_index, an int64 tensor) and out-of-range ones: on CPU in one pass over
+// the labels, on other devices with tensor ops and a single read back to the host.
 PoolCounts CountPool(const at::Tensor& target, int64_t ignore_index, int64_t classes, bool per_sample);
 
 struct Pool {
   at::Tensor losses;              // per element, differentiable
-  at::Tensor valid;               // bool, shaped like losses; undefined when every element is valid
+  at::Tensor ignored;             // bool, shaped like losses; undefined when no element is ignored
   at::Tensor denominator_weight;  // w[y] per element for the weighted mean; undefined means 1 per element
   PoolCounts counts;              // filled by PoolOf when every element is valid
   bool counts_from_shape = false;  // every element valid: counts follow from the shape

@@ -1,0 +1,307 @@
+/**
+ * Fuzzer for the native entry points: calls every export of the raw addon (lib/native.ts `native`) and every
+ * TensorHandle method with seeded random arguments, catching JavaScript exceptions. Meant to run in a child
+ * process (test/fuzz.test.ts): a crash shows up as a signal or a non-zero exit instead of killing the runner.
+ *
+ *   ts-node --transpile-only scripts/fuzz-child.ts [--seed N] [--calls N]
+ *
+ * Sizes are capped (at most a few thousand elements per tensor) so that no call can make the kernel OOM-kill
+ * the process, except a fixed list of giant requests that must fail cleanly. Prints one JSON line at the end.
+ */
+import { native, NativeHandle } from '../lib/native';
+
+const args = process.argv.slice(2);
+const flag = (name: string, fallback: number): number => {
+  const i = args.indexOf(name);
+  return i >= 0 ? Number(args[i + 1]) : fallback;
+};
+const seed = flag('--seed', 12345);
+const totalCalls = flag('--calls', 12000);
+
+// mulberry32
+let state = seed >>> 0;
+function random(): number {
+  state = (state + 0x6d2b79f5) >>> 0;
+  let t = state;
+  t = Math.imul(t ^ (t >>> 15), t | 1);
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+}
+const int = (n: number): number => Math.floor(random() * n);
+const pick = <T>(items: readonly T[]): T => items[int(items.length)];
+const chance = (p: number): boolean => random() < p;
+
+const DTYPES = ['float32', 'float64', 'float16', 'bfloat16', 'int32', 'int64', 'uint8', 'bool'];
+const DEVICES = ['cpu', 'cpu', 'cpu', 'cuda', 'cuda:0', 'cuda:127', 'cuda:128', 'cuda:x', 'gpu', '', 'CPU'];
+const NUMBERS = [0, 1, 2, 3, -1, -2, 0.5, 1.5, -0, NaN, Infinity, -Infinity, 2 ** 31, 2 ** 53, 2 ** 63, -(2 ** 53), 1e300, 5e-324, 100, -100];
+const STRINGS = ['float32', 'int64', 'cpu', 'cuda', 'mean', 'sum', 'none', 'selected', 'auto', 'fused', 'reference', 'x', '', '__proto__'];
+const REDUCTIONS = ['mean', 'sum', 'none', 'selected', 'avg', ''];
+const IMPLS = ['auto', 'fused', 'reference', 'bogus'];
+
+const pool: NativeHandle[] = [];
+const disposed: NativeHandle[] = [];
+
+/** A small shape: dims 0..4, sizes mostly 0..5, product capped at 4096 elements. */
+function smallShape(): number[] {
+  const dims = int(5);
+  const shape: number[] = [];
+  let product = 1;
+  for (let i = 0; i < dims; i++) {
+    const size = pick([0, 1, 1, 2, 2, 3, 4, 5, 8]);
+    if (product * Math.max(size, 1) > 4096) break;
+    product *= Math.max(size, 1);
+    shape.push(size);
+  }
+  return shape;
+}
+
+/** A shape that is sometimes malformed but never a giant valid allocation. */
+function shapeArg(): unknown {
+  if (chance(0.8)) return smallShape();
+  return pick<unknown>([
+    [-1],
+    [1.5],
+    [NaN],
+    [Infinity],
+    ['2'],
+    [null],
+    new Array(17).fill(1),
+    {},
+    'shape',
+    undefined,
+    [2, -3],
+    [[2]],
+    [2 ** 53 + 2],
+  ]);
+}
+
+function typedArray(length: number): ArrayBufferView {
+  switch (int(7)) {
+    case 0: return Float32Array.from({ length }, () => random() * 4 - 2);
+    case 1: return Float64Array.from({ length }, () => pick([random(), NaN, Infinity, -1, 0]));
+    case 2: return Int32Array.from({ length }, () => int(5) - 1);
+    case 3: return BigInt64Array.from({ length }, () => BigInt(int(5) - 1));
+    case 4: return Uint8Array.from({ length }, () => int(3));
+    case 5: return new Int16Array(length);
+    default: return new DataView(new ArrayBuffer(length));
+  }
+}
+
+function handle(): unknown {
+  if (pool.length > 0 && chance(0.85)) return pick(pool);
+  if (disposed.length > 0 && chance(0.5)) return pick(disposed);
+  return pick<unknown>([{}, { handle: {} }, Object.create(null), [], new (native as unknown as { TensorHandle: new () => object }).TensorHandle()]);
+}
+
+function anyValue(depth = 0): unknown {
+  switch (int(12)) {
+    case 0: return pick(NUMBERS);
+    case 1: return pick(STRINGS);
+    case 2: return chance(0.5);
+    case 3: return pick([null, undefined]);
+    case 4: return depth < 2 ? Array.from({ length: int(4) }, () => anyValue(depth + 1)) : [];
+    case 5: return typedArray(int(6));
+    case 6: return handle();
+    case 7: return handle();
+    case 8: return smallShape();
+    case 9: return depth < 2 ? lossOptions() : {};
+    case 10: return pick<unknown>([() => 1, Symbol('s'), 10n, new Date(0), /x/]);
+    default: return pick(DTYPES);
+  }
+}
+
+function lossOptions(): unknown {
+  if (chance(0.05)) return anyValue(2);
+  const o: Record<string, unknown> = {
+    p: chance(0.8) ? pick([1, 0.5, 0.25, 0.01, 1e-9]) : pick(NUMBERS),
+    ignoreIndex: chance(0.8) ? pick([-100, 0, 1, -1]) : pick(NUMBERS),
+    labelSmoothing: chance(0.8) ? pick([0, 0.1, 1]) : pick(NUMBERS),
+    reduction: chance(0.9) ? pick(REDUCTIONS) : anyValue(2),
+    perSample: chance(0.9) ? chance(0.5) : anyValue(2),
+    impl: chance(0.9) ? pick(IMPLS) : anyValue(2),
+  };
+  if (chance(0.3)) o.weight = chance(0.7) ? matching('weight') : handle();
+  if (chance(0.2)) o.posWeight = chance(0.7) ? matching('weight') : handle();
+  if (chance(0.1)) delete o[pick(Object.keys(o))];
+  return o;
+}
+
+/** Plausible loss operands, so that the kernels run rather than only the argument checks. */
+let current: { n: number; c: number; rest: number[]; dtype: string } = { n: 2, c: 3, rest: [4], dtype: 'float32' };
+function matching(role: 'input' | 'target' | 'prob' | 'weight' | 'binary'): unknown {
+  const { n, c, rest, dtype } = current;
+  try {
+    switch (role) {
+      case 'input': return keep(native.randn([n, c, ...rest], dtype, 'cpu'));
+      case 'binary': return keep(native.fromData(Float32Array.from({ length: n * c }, () => random()), [n, c], dtype, 'cpu'));
+      case 'prob': return keep(native.fromData(Float32Array.from({ length: n * c * rest.reduce((a, b) => a * b, 1) }, () => random()), [n, c, ...rest], dtype, 'cpu'));
+      case 'weight': return keep(native.fromData(Float32Array.from({ length: c }, () => random() * 2), [c], dtype, 'cpu'));
+      default: {
+        const count = n * rest.reduce((a, b) => a * b, 1);
+        const values = BigInt64Array.from({ length: count }, () => BigInt(chance(0.95) ? int(c) : pick([-100, -1, c, 1000])));
+        return keep(native.fromData(values, [n, ...rest], pick(['int64', 'int64', 'int32', 'uint8']), 'cpu'));
+      }
+    }
+  } catch {
+    return handle();
+  }
+}
+
+function newProblem(): void {
+  current = {
+    n: pick([0, 1, 2, 3]),
+    c: pick([0, 1, 2, 3, 19]),
+    rest: pick([[], [1], [4], [3, 5], [0], [2, 2, 2]]),
+    dtype: pick(['float32', 'float32', 'float64', 'float16', 'bfloat16']),
+  };
+}
+
+function keep(value: unknown): unknown {
+  if (typeof value === 'object' && value !== null && typeof (value as NativeHandle).isDisposed === 'function') {
+    pool.push(value as NativeHandle);
+    if (pool.length > 48) {
+      const old = pool.splice(int(pool.length), 1)[0];
+      if (chance(0.5)) {
+        old.dispose();
+        disposed.push(old);
+        if (disposed.length > 16) disposed.shift();
+      }
+    }
+  }
+  return value;
+}
+
+function keepResult(value: unknown): void {
+  keep(value);
+  if (typeof value === 'object' && value !== null && 'loss' in value) keep((value as { loss: unknown }).loss);
+}
+
+/** Arguments for each known export; unknown (newer) exports get random arguments. */
+const generators: Record<string, () => unknown[]> = {
+  fromData: () => {
+    const shape = smallShape();
+    const length = shape.reduce((a, b) => a * b, 1);
+    return [chance(0.8) ? typedArray(chance(0.8) ? length : int(6)) : anyValue(), chance(0.9) ? shape : shapeArg(), chance(0.9) ? pick(DTYPES) : anyValue(), chance(0.9) ? pick(DEVICES) : anyValue()];
+  },
+  zeros: () => [shapeArg(), chance(0.9) ? pick(DTYPES) : anyValue(), chance(0.9) ? pick(DEVICES) : anyValue()],
+  ones: () => [shapeArg(), chance(0.9) ? pick(DTYPES) : anyValue(), chance(0.9) ? pick(DEVICES) : anyValue()],
+  randn: () => [shapeArg(), chance(0.9) ? pick(DTYPES) : anyValue(), chance(0.9) ? pick(DEVICES) : anyValue()],
+  randint: () => [chance(0.8) ? int(5) - 1 : pick(NUMBERS), chance(0.8) ? int(10) : pick(NUMBERS), shapeArg(), chance(0.9) ? pick(DTYPES) : anyValue(), chance(0.9) ? pick(DEVICES) : anyValue()],
+  manualSeed: () => [chance(0.7) ? int(1000) : pick(NUMBERS)],
+  setNumThreads: () => [chance(0.5) ? pick([1, 2]) : pick([0, -1, 1.5, NaN, Infinity, 4097, 2 ** 53, '2', undefined])],
+  bootstrappedCrossEntropy: () => {
+    if (chance(0.3)) newProblem();
+    return [chance(0.9) ? matching('input') : handle(), chance(0.9) ? matching(chance(0.85) ? 'target' : 'prob') : handle(), lossOptions()];
+  },
+  crossEntropy: () => {
+    if (chance(0.3)) newProblem();
+    return [chance(0.9) ? matching('input') : handle(), chance(0.9) ? matching(chance(0.85) ? 'target' : 'prob') : handle(), lossOptions()];
+  },
+  bootstrappedBinaryCrossEntropy: () => {
+    if (chance(0.3)) newProblem();
+    const x = chance(0.9) ? matching('binary') : handle();
+    return [x, chance(0.9) ? matching('binary') : handle(), lossOptions(), chance(0.9) ? chance(0.5) : anyValue()];
+  },
+};
+
+const METHODS: Record<string, () => unknown[]> = {
+  shape: () => [],
+  dtype: () => [],
+  device: () => [],
+  numel: () => [],
+  requiresGrad: () => [],
+  setRequiresGrad: () => [chance(0.8) ? chance(0.5) : anyValue()],
+  grad: () => [],
+  toArray: () => [],
+  item: () => [],
+  to: () => [chance(0.5) ? pick(DTYPES) : chance(0.7) ? pick(DEVICES) : anyValue()],
+  detach: () => [],
+  reshape: () => [chance(0.8) ? [...smallShape(), ...(chance(0.3) ? [-1] : [])] : anyValue()],
+  sum: () => (chance(0.3) ? [] : [chance(0.8) ? [int(5) - 2] : anyValue(), chance(0.8) ? chance(0.5) : anyValue()]),
+  mean: () => (chance(0.3) ? [] : [chance(0.8) ? [int(5) - 2] : anyValue(), chance(0.8) ? chance(0.5) : anyValue()]),
+  add: () => [chance(0.5) ? handle() : anyValue()],
+  sub: () => [chance(0.5) ? handle() : anyValue()],
+  mul: () => [chance(0.5) ? handle() : anyValue()],
+  div: () => [chance(0.5) ? handle() : anyValue()],
+  backward: () => (chance(0.5) ? [] : [chance(0.7) ? handle() : anyValue()]),
+  dispose: () => [],
+  isDisposed: () => [],
+};
+
+/** Requests far beyond memory or int64: each must throw, not crash or be OOM-killed. */
+const GIANT: Array<[string, unknown[]]> = [
+  ['zeros', [[2 ** 40], 'float32', 'cpu']],
+  ['ones', [[2 ** 24, 2 ** 24], 'float64', 'cpu']],
+  ['randn', [[2 ** 26, 2 ** 26], 'float32', 'cpu']],
+  ['randint', [0, 10, [2 ** 45], 'int64', 'cpu']],
+  ['zeros', [[2 ** 52, 2 ** 52, 2 ** 52], 'float32', 'cpu']],
+  ['zeros', [[2 ** 31, 2 ** 31, 2 ** 31, 2 ** 31], 'uint8', 'cpu']],
+  ['fromData', [new Float32Array(4), [2 ** 52, 2 ** 52, 0], 'float32', 'cpu']],
+  ['fromData', [new Float32Array(4), [2 ** 40, 2 ** 40], 'float32', 'cpu']],
+];
+
+const stats = {
+  seed,
+  calls: 0,
+  returned: 0,
+  threw: 0,
+  errorNames: {} as Record<string, number>,
+  perEntryPoint: {} as Record<string, number>,
+  giant: [] as string[],
+  unknownExports: [] as string[],
+  nonErrorThrows: 0,
+};
+
+function call(name: string, fn: () => unknown): void {
+  stats.calls += 1;
+  stats.perEntryPoint[name] = (stats.perEntryPoint[name] ?? 0) + 1;
+  try {
+    keepResult(fn());
+    stats.returned += 1;
+  } catch (error) {
+    stats.threw += 1;
+    const label = error instanceof Error ? error.name : `non-Error ${typeof error}`;
+    if (!(error instanceof Error)) stats.nonErrorThrows += 1;
+    stats.errorNames[label] = (stats.errorNames[label] ?? 0) + 1;
+  }
+}
+
+const exportsOf = native as unknown as Record<string, unknown>;
+const functions = Object.keys(exportsOf).filter((k) => typeof exportsOf[k] === 'function' && k !== 'TensorHandle');
+stats.unknownExports = functions.filter((k) => !(k in generators) && !['cudaIsAvailable', 'cudaDeviceCount', 'getNumThreads', 'info', 'memory'].includes(k));
+const TensorHandle = exportsOf.TensorHandle as unknown as { new (): NativeHandle; (): unknown; prototype: Record<string, (...a: unknown[]) => unknown> };
+
+// Seed the pool with a few valid tensors.
+for (let i = 0; i < 8; i++) keep(native.randn(smallShape(), 'float32', 'cpu'));
+
+for (const [name, giantArgs] of GIANT) {
+  try {
+    keepResult((exportsOf[name] as (...a: unknown[]) => unknown)(...giantArgs));
+    stats.giant.push(`${name}: returned (unexpected)`);
+  } catch (error) {
+    stats.giant.push(`${name}: ${(error as Error).name}: ${String((error as Error).message).split('\n')[0].slice(0, 120)}`);
+  }
+  stats.calls += 1;
+}
+
+while (stats.calls < totalCalls) {
+  const roll = random();
+  if (roll < 0.45) {
+    const name = pick(functions);
+    const fn = exportsOf[name] as (...a: unknown[]) => unknown;
+    const argList = generators[name] ? generators[name]() : Array.from({ length: int(5) }, () => anyValue());
+    call(name, () => fn(...argList));
+  } else if (roll < 0.95) {
+    const method = pick(Object.keys(METHODS));
+    const target = chance(0.93) ? handle() : anyValue();
+    const argList = METHODS[method]();
+    call(`TensorHandle.${method}`, () => TensorHandle.prototype[method].apply(target, argList));
+  } else {
+    // The constructor itself, with and without new.
+    call('TensorHandle()', () => (chance(0.5) ? new TensorHandle() : TensorHandle()));
+  }
+}
+
+for (const h of pool) h.dispose();
+const tensorsLeft = native.memory().tensors;
+console.log(`FUZZ ${JSON.stringify({ ...stats, tensorsLeftAfterDisposingPool: tensorsLeft })}`);

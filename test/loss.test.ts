@@ -283,6 +283,31 @@ describe('probability targets and label smoothing (rule 7)', () => {
   });
 });
 
+describe('implementations', () => {
+  test("'auto' picks the fused CPU kernel for float32 class-index targets, and it agrees with 'reference'", () => {
+    const random = prng(15);
+    const logits = randomLogits(random, 2, 19, 64);
+    const target = randomTarget(random, 2, 64, 19, 0.2);
+    const input = bce.tensor(logits.flat(2), { shape: [2, 19, 64], dtype: 'float32', requiresGrad: true });
+    const t = bce.tensor(target.flat(), { shape: [2, 64], dtype: 'int64' });
+    const fused = bce.bootstrappedCrossEntropyWithStats(input, t, 0, 0.25);
+    expect(fused.fused).toBe(true);
+    fused.loss.backward();
+    const fusedGrad = Array.from(input.grad!.toArray() as Float32Array);
+    input.requiresGrad = false;
+    input.requiresGrad = true;
+    const reference = bce.bootstrappedCrossEntropyWithStats(input, t, 0, 0.25, { impl: 'reference' });
+    expect(reference.fused).toBe(false);
+    expect(reference.k).toBe(fused.k);
+    reference.loss.backward();
+    const bothGrad = Array.from(input.grad!.toArray() as Float32Array); // accumulated: fused + reference
+    const expected = expectedBatch(pixelLosses(logits, target), target, 0.25).mean;
+    expect(Math.abs(fused.loss.item() - expected)).toBeLessThan(1e-5 * expected);
+    expect(Math.abs(reference.loss.item() - expected)).toBeLessThan(1e-5 * expected);
+    expect(maxAbsDiff(bothGrad, fusedGrad.map((g) => 2 * g))).toBeLessThan(1e-6);
+  });
+});
+
 describe('shapes and dtypes (rule 8)', () => {
   test('(N, C) inputs and float32; int32 and uint8 label maps', () => {
     const random = prng(11);
@@ -451,6 +476,8 @@ describe('bad input gives named errors', () => {
     ['perSample not boolean', call({ options: { perSample: 1 } }), 'TypeError', /perSample must be a boolean/],
     ['unknown impl', call({ options: { impl: 'fast' } }), 'TypeError', /impl must be one of/],
     ['options not an object', call({ options: 5 }), 'TypeError', /options must be an object/],
+    ['impl fused with probability targets', call({ input: bce.zeros([2, 3, 4], { dtype: 'float32' }), target: bce.zeros([2, 3, 4], { dtype: 'float32' }), options: { impl: 'fused' } }), 'Error', /impl 'fused' does not apply/],
+    ['impl fused with float64 input', call({ options: { impl: 'fused' } }), 'Error', /impl 'fused' does not apply/],
     ['topP > 1 in BootstrappedCE', () => new bce.BootstrappedCE({ topP: 2 }), 'RangeError', /topP/],
   ];
 

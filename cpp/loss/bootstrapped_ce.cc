@@ -1,5 +1,6 @@
 #include "loss/bootstrapped_ce.h"
 
+#include "loss/fused_ce_cpu.h"
 #include "loss/select.h"
 
 #include <torch/nn/functional/loss.h>
@@ -45,6 +46,13 @@ F::CrossEntropyFuncOptions CrossEntropyOptions(const BootstrappedOptions& option
   return ce;
 }
 
+// An explicit request for the fused kernel where it does not apply is an error, never a silent fallback.
+void RefuseFused(const BootstrappedOptions& options) {
+  TORCH_CHECK(options.impl != Impl::kFused, "impl 'fused' does not apply here: it needs a contiguous float32 CPU "
+              "input with fewer than 2^31 pixels, class-index targets, labelSmoothing 0, perSample false, "
+              "reduction 'mean' or 'sum', and no class weights or float32 CPU class weights of length C");
+}
+
 }  // namespace
 
 int64_t KeepCount(double p, int64_t n) {
@@ -61,6 +69,7 @@ BootstrappedResult bootstrapped_cross_entropy(const at::Tensor& input, const at:
   const int64_t classes = input.size(1);
 
   if (probabilities) {
+    RefuseFused(options);
     // Every element is valid; k is known without touching the device.
     at::Tensor losses = F::cross_entropy(input, raw_target, CrossEntropyOptions(options, true));
     return SelectAndReduce(input, PoolOf(losses), options);
@@ -73,6 +82,9 @@ BootstrappedResult bootstrapped_cross_entropy(const at::Tensor& input, const at:
   TORCH_CHECK_INDEX(counts.out_of_range == 0, "target holds ", counts.out_of_range,
                     " class index(es) outside [0, ", classes, ") that are not ignoreIndex (",
                     options.ignore_index, ")");
+  if (FusedApplies(input, target, options)) return FusedBootstrappedCrossEntropy(input, target, options, counts);
+  RefuseFused(options);
+
   at::Tensor losses = F::cross_entropy(input, target, CrossEntropyOptions(options, false));
   Pool pool = PoolOf(losses);
   pool.counts = counts;

@@ -5,21 +5,13 @@
  * as much as by colour. Everything is a pure function of the seed (a small seeded PRNG, no LibTorch RNG).
  */
 
+import { mulberry32 } from '../prng';
+
+export { mulberry32 };
+
 export const CLASS_NAMES = ['background', 'blob', 'line', 'square', 'cross'] as const;
 export const NUM_CLASSES = CLASS_NAMES.length;
 export const SIZE = 64;
-
-/** mulberry32: a small, fast, seeded 32-bit PRNG; returns floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Rgb = [number, number, number];
 const BLOB: Rgb = [0.75, 0.35, 0.3];

@@ -1,3 +1,4 @@
+import { mulberry32 } from '../prng';
 /**
  * The parity grid: seeded random loss configurations and their input data, generated in JavaScript only (no
  * LibTorch RNG), so that the jest suites, `npm run parity` and the golden-file generator see the same cases.
@@ -80,19 +81,15 @@ export interface ParityCase {
 // Seeded random numbers (mulberry32): small, deterministic across platforms and Node versions.
 
 export class Rng {
-  private state: number;
+  private readonly draw: () => number;
 
   constructor(seed: number) {
-    this.state = seed >>> 0;
+    this.draw = mulberry32(seed);
   }
 
   /** Uniform in [0, 1). */
   next(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    return this.draw();
   }
 
   uniform(low: number, high: number): number {

@@ -58,17 +58,8 @@ export function keepCount(p: number, n: number): number {
   return Math.min(Math.max(Math.floor(p * n + 1e-9), 1), n);
 }
 
-/** Deterministic pseudo-random numbers (mulberry32), so test data does not depend on LibTorch's RNG. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic pseudo-random numbers, so test data does not depend on LibTorch's RNG. */
+export { mulberry32 as prng } from '../../scripts/prng';
 
 /** Random logits [n][c][s] in [-3, 3). */
 export function randomLogits(random: () => number, N: number, C: number, S: number): number[][][] {

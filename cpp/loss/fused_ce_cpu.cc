@@ -1,0 +1,847 @@
+// Fused CPU bootstrapped cross-entropy. See fused_ce_cpu.h for what it covers and
+// /work/shared/notes/performance-notes.md section 3 for the design.
+//
+// Data flow for an input viewed as (N, C, S), P = N * S pixels:
+//   forward  1. per pixel: max, sum of exp, loss = w[y] * ((max - x[y]) + log(sum)), written to a P-float vector,
+//               and a histogram of the top 16 bits of each valid loss's order-preserving key;
+//            2. histogram of the low 16 bits among the keys in the bucket that holds the k-th largest;
+//            3. one pass that marks exactly k pixels in a P-byte mask and sums their losses (and weights) in double.
+//   backward recomputes max and sum of exp for the pixels of each run that holds a selected pixel and writes
+//            (softmax - onehot) * scale; runs without a selected pixel are zero-filled without reading logits.
+// Saved for backward: the input, target and weight (references, no copies) and the mask.
+// Pools under 65536 pixels skip the histograms and select with nth_element. Work is split over
+// at::get_num_threads() std::threads (see ParallelFor for why not at::parallel_for).
+// Extra memory: forward 5P bytes (losses, freed on return, and the mask, kept for backward); backward the gradient.
+#include "loss/fused_ce_cpu.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <limits>
+#include <mutex>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+namespace bce {
+namespace {
+
+// Pixels per selection block. Blocks are fixed (not per thread) so that ties are taken in pixel order and the
+// double sums are added in the same order whatever the thread count.
+constexpr int64_t kBlockPixels = int64_t{1} << 16;
+// Minimum pixels per parallel task, so that small inputs do not pay for starting threads.
+constexpr int64_t kMinPixelsPerTask = 16384;
+
+// Radix select: two 16-bit digits of the 32-bit keys.
+constexpr int kDigitBits = 16;
+constexpr uint32_t kDigitBuckets = uint32_t{1} << kDigitBits;
+// Pools smaller than this select with nth_element instead of histograms.
+constexpr int64_t kHistogramSelectMinPixels = int64_t{1} << 16;
+
+// The exp loops are compute-bound. On x86-64 with GCC or Clang they are also compiled for AVX2 + FMA and chosen at
+// run time when the CPU has both, so the addon needs no -march flags and still runs on any x86-64. (Not
+// target_clones("arch=haswell"): its resolver tests the CPU model, so an AMD Zen 3 gets the default clone.)
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define BCE_AVX2_PATH 1
+#define BCE_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#endif
+// GCC inlines a function into one compiled for another target only when forced to.
+#if defined(__GNUC__)
+#define BCE_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define BCE_ALWAYS_INLINE inline
+#endif
+
+// ---------------------------------------------------------------------------------------------------------------
+// Scalar helpers written so that GCC vectorises the loops that call them at -O3 with plain SSE2 (no -march).
+// at::vec::Vectorized<float>::exp would be the obvious choice, but without CPU_CAPABILITY_AVX2 (which an addon
+// built without -mavx2 does not get) it is a loop over std::exp, i.e. scalar libm.
+
+BCE_ALWAYS_INLINE float BitsToFloat(uint32_t bits) {
+  float value;
+  std::memcpy(&value, &bits, sizeof value);
+  return value;
+}
+
+BCE_ALWAYS_INLINE uint32_t FloatToBits(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  return bits;
+}
+
+// The branches below are integer selects on purpose: a float `x > lo ? x : lo` lets GCC duplicate the constant
+// branch, and the loop then no longer vectorises ("control flow in loop").
+
+// exp(x) for x <= 0 (a softmax argument x - max): Cephes expf, about 1 ulp. Below about -87.3 the result is 0
+// instead of a denormal; NaN and -inf (only from non-finite logits, handled exactly elsewhere) also give 0.
+BCE_ALWAYS_INLINE float ExpOfNonPositive(float x) {
+  const float t = x * 1.44269504088896341f;
+  // Truncation of the non-positive t - 0.5 rounds t to the nearest integer (NaN and -inf give INT_MIN in practice;
+  // either way the result is masked to 0 below).
+  int32_t n = static_cast<int32_t>(t - 0.5f);
+  const uint32_t in_range = n >= -126 ? 0xffffffffu : 0u;
+  n = n >= -126 ? n : -126;
+  const float nf = static_cast<float>(n);
+  float r = x - nf * 0.693359375f;
+  r = r + nf * 2.12194440e-4f;
+  float poly = 1.9875691500e-4f;
+  poly = poly * r + 1.3981999507e-3f;
+  poly = poly * r + 8.3334519073e-3f;
+  poly = poly * r + 4.1665795894e-2f;
+  poly = poly * r + 1.6666665459e-1f;
+  poly = poly * r + 5.0000001201e-1f;
+  const float mantissa = poly * (r * r) + r + 1.0f;
+  const float value = mantissa * BitsToFloat(static_cast<uint32_t>(n + 127) << 23);
+  return BitsToFloat(FloatToBits(value) & in_range);
+}
+
+// log(x) for a normal x > 0 (a sum of exps, in [1, C]): Cephes logf, about 1 ulp.
+BCE_ALWAYS_INLINE float LogOfPositive(float x) {
+  const uint32_t bits = FloatToBits(x);
+  int32_t exponent = static_cast<int32_t>(bits >> 23) - 126;         // x = m * 2^exponent, m in [0.5, 1)
+  float m = BitsToFloat((bits & 0x007fffffu) | 0x3f000000u);
+  // Fold m into [sqrt(1/2), sqrt(2)) - 1: below sqrt(1/2), use 2m - 1 and one less in the exponent.
+  const int32_t below_sqrt_half = m < 0.707106781186547524f ? 1 : 0;
+  exponent -= below_sqrt_half;
+  m = (m - 1.0f) + BitsToFloat(FloatToBits(m) & (0u - static_cast<uint32_t>(below_sqrt_half)));
+  const float m2 = m * m;
+  float poly = 7.0376836292e-2f;
+  poly = poly * m - 1.1514610310e-1f;
+  poly = poly * m + 1.1676998740e-1f;
+  poly = poly * m - 1.2420140846e-1f;
+  poly = poly * m + 1.4249322787e-1f;
+  poly = poly * m - 1.6668057665e-1f;
+  poly = poly * m + 2.0000714765e-1f;
+  poly = poly * m - 2.4999993993e-1f;
+  poly = poly * m + 3.3333331174e-1f;
+  const float e = static_cast<float>(exponent);
+  float tail = m * m2 * poly;
+  tail += e * -2.12194440e-4f;
+  tail += -0.5f * m2;
+  return (m + tail) + e * 0.693359375f;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Threads.
+
+// Runs body(chunk_begin, chunk_end) over [begin, end) split into at most at::get_num_threads() chunks of at least
+// `grain`. Not at::parallel_for: its parallel branch is inline code under #ifdef _OPENMP, and the addon is not
+// compiled with -fopenmp, so here it would always run serially. The body must not call ATen operators. The first
+// exception thrown by a chunk is rethrown after every chunk has finished.
+template <class Body>
+void ParallelFor(int64_t begin, int64_t end, int64_t grain, const Body& body) {
+  if (begin >= end) return;
+  const int64_t range = end - begin;
+  const int64_t by_grain = (range + std::max<int64_t>(grain, 1) - 1) / std::max<int64_t>(grain, 1);
+  const int64_t tasks = std::min<int64_t>(std::max(at::get_num_threads(), 1), by_grain);
+  if (tasks <= 1) {
+    body(begin, end);
+    return;
+  }
+  const int64_t chunk = (range + tasks - 1) / tasks;
+  std::exception_ptr error;
+  std::mutex error_lock;
+  auto run_task = [&](int64_t task) {
+    try {
+      const int64_t task_begin = begin + task * chunk;
+      if (task_begin < end) body(task_begin, std::min(end, task_begin + chunk));
+    } catch (...) {
+      std::lock_guard<std::mutex> guard(error_lock);
+      if (!error) error = std::current_exception();
+    }
+  };
+  std::vector<std::thread> workers;
+  workers.reserve(tasks - 1);
+  for (int64_t task = 1; task < tasks; ++task) {
+    try {
+      workers.emplace_back(run_task, task);
+    } catch (const std::system_error&) {
+      run_task(task);  // no thread to be had: run it here
+    }
+  }
+  run_task(0);
+  for (std::thread& worker : workers) worker.join();
+  if (error) std::rethrow_exception(error);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Order-preserving keys: a > b as floats (NaN above +inf) iff Key(a) > Key(b) as unsigned integers.
+
+// The loss stored for an ignored pixel: its key is 0, below every valid loss (valid NaNs are made canonical).
+const float kIgnoredLoss = BitsToFloat(0xffffffffu);
+const float kCanonicalNaN = std::numeric_limits<float>::quiet_NaN();
+
+inline uint32_t Key(float value) {
+  const uint32_t bits = FloatToBits(value);
+  return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Layout: the input as (N, C, S) and the runs of pixels the kernels work on.
+
+// Pixels per run for C classes. A run's C x length logits are copied to a scratch block that fits L2, so that the
+// exp pass does not re-read them from memory: read in place they would not stay cached, since the C rows of a run
+// sit S floats apart, often a power of two such as 2 MiB, and so map to the same cache sets. Long runs matter
+// too: a run reads C separate streams, and on the 2-core test VM 16 KiB per stream read 19 x 2 MiB-strided
+// streams at ~10 GB/s against ~6 GB/s at 1.25 KiB.
+int64_t RunPixelsFor(int64_t classes) {
+  constexpr int64_t kScratchFloats = 77824;  // 304 KiB
+  const int64_t pixels = (kScratchFloats / classes) / 16 * 16;
+  return std::min<int64_t>(std::max<int64_t>(pixels, 16), 4096);
+}
+
+// A run of consecutive pixels (in the flat pixel index n * S + s) whose logits sit at fixed strides.
+struct PixelRun {
+  int64_t first_pixel = 0;
+  int64_t length = 0;
+  int64_t logit_offset = 0;  // offset of the first pixel's class-0 logit
+};
+
+class RunPlan {
+ public:
+  explicit RunPlan(const at::Tensor& input)
+      : samples_(input.size(0)),
+        classes_(input.size(1)),
+        spatial_(samples_ * classes_ == 0 ? 0 : input.numel() / (samples_ * classes_)),
+        run_pixels_(RunPixelsFor(classes_)) {
+    if (planar()) {
+      // Spatial input: a run stays within one sample; pixels are adjacent, classes S apart.
+      runs_per_sample_ = (spatial_ + run_pixels_ - 1) / run_pixels_;
+      runs_ = samples_ * runs_per_sample_;
+    } else {
+      // (N, C) or S == 1: a run spans samples; each pixel's classes are adjacent.
+      runs_ = (samples_ + run_pixels_ - 1) / run_pixels_;
+    }
+  }
+
+  int64_t classes() const { return classes_; }
+  int64_t pixels() const { return samples_ * spatial_; }
+  int64_t runs() const { return runs_; }
+  int64_t run_pixels() const { return run_pixels_; }
+  bool planar() const { return spatial_ > 1; }
+  int64_t pixel_stride() const { return planar() ? 1 : classes_; }
+  int64_t class_stride() const { return planar() ? spatial_ : 1; }
+  // Runs per parallel task, so that a task holds at least kMinPixelsPerTask pixels.
+  int64_t grain() const { return std::max<int64_t>(1, kMinPixelsPerTask / run_pixels_); }
+
+  PixelRun run(int64_t index) const {
+    PixelRun run;
+    if (planar()) {
+      const int64_t sample = index / runs_per_sample_;
+      const int64_t start = (index % runs_per_sample_) * run_pixels_;
+      run.first_pixel = sample * spatial_ + start;
+      run.length = std::min(run_pixels_, spatial_ - start);
+      run.logit_offset = sample * classes_ * spatial_ + start;
+    } else {
+      run.first_pixel = index * run_pixels_;
+      run.length = std::min(run_pixels_, samples_ - run.first_pixel);
+      run.logit_offset = run.first_pixel * classes_;
+    }
+    return run;
+  }
+
+ private:
+  int64_t samples_;
+  int64_t classes_;
+  int64_t spatial_;
+  int64_t run_pixels_;
+  int64_t runs_per_sample_ = 0;
+  int64_t runs_ = 0;
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Per-run softmax statistics.
+
+// Work arrays for one run, allocated once per parallel task.
+struct RunScratch {
+  explicit RunScratch(const RunPlan& plan)
+      : values(plan.classes() * plan.run_pixels()), max_logit(plan.run_pixels()), sum_exp(plan.run_pixels()),
+        per_pixel(plan.run_pixels()), scale(plan.run_pixels()) {}
+  std::vector<float> values;     // the run's logits, class-major rows of run.length; backward turns them into exps
+  std::vector<float> max_logit;
+  std::vector<float> sum_exp;
+  std::vector<float> per_pixel;  // log(sum_exp) in forward, scale / sum_exp in backward
+  std::vector<float> scale;      // backward: grad_out * w[y] / denominator for selected pixels, 0 otherwise
+};
+
+// Asks for the next run's part of a class row (the `length` floats after this run's), one run ahead: the C rows of
+// a run are C separate streams, more than the hardware prefetchers follow. A prefetch never faults, so reading
+// past the end of the sample is harmless.
+inline void PrefetchNextRun(const float* row, int64_t length) {
+#if defined(__GNUC__) || defined(__clang__)
+  constexpr int64_t kFloatsPerLine = 16;
+  for (int64_t offset = length; offset < 2 * length; offset += kFloatsPerLine) __builtin_prefetch(row + offset);
+#else
+  (void)row;
+  (void)length;
+#endif
+}
+
+// Copies the run's logits into scratch.values and takes each pixel's maximum; returns whether any logit is NaN.
+// kUnitPixelStride makes the pixel stride a compile-time 1 (spatial inputs), so the loops vectorise.
+template <bool kUnitPixelStride>
+bool GatherAndMax(const float* logits, int64_t length, int64_t classes, int64_t pixel_stride_arg,
+                  int64_t class_stride, RunScratch& scratch) {
+  const int64_t pixel_stride = kUnitPixelStride ? 1 : pixel_stride_arg;
+  float* __restrict max_logit = scratch.max_logit.data();
+  uint32_t any_nan = 0;
+  for (int64_t c = 0; c < classes; ++c) {
+    const float* __restrict row = logits + c * class_stride;
+    float* __restrict values = scratch.values.data() + c * length;
+    if (kUnitPixelStride) PrefetchNextRun(row, length);
+    if (c == 0) {
+      for (int64_t j = 0; j < length; ++j) max_logit[j] = row[j * pixel_stride];
+    }
+    for (int64_t j = 0; j < length; ++j) {
+      const float x = row[j * pixel_stride];
+      values[j] = x;
+      max_logit[j] = x > max_logit[j] ? x : max_logit[j];
+      any_nan |= static_cast<uint32_t>(x != x);
+    }
+  }
+  return any_nan != 0;
+}
+
+// sum_exp[j] = sum over classes of exp(values - max); with keep_exps the exps replace the values.
+BCE_ALWAYS_INLINE void SumExpBody(int64_t length, int64_t classes, bool keep_exps, RunScratch& scratch) {
+  const float* __restrict max_logit = scratch.max_logit.data();
+  float* __restrict sum_exp = scratch.sum_exp.data();
+  for (int64_t j = 0; j < length; ++j) sum_exp[j] = 0.0f;
+  for (int64_t c = 0; c < classes; ++c) {
+    float* __restrict values = scratch.values.data() + c * length;
+    if (keep_exps) {
+      for (int64_t j = 0; j < length; ++j) {
+        const float e = ExpOfNonPositive(values[j] - max_logit[j]);
+        values[j] = e;
+        sum_exp[j] += e;
+      }
+    } else {
+      for (int64_t j = 0; j < length; ++j) sum_exp[j] += ExpOfNonPositive(values[j] - max_logit[j]);
+    }
+  }
+}
+
+BCE_ALWAYS_INLINE void LogOfSumsBody(const float* __restrict sums, int64_t length, float* __restrict logs) {
+  for (int64_t j = 0; j < length; ++j) logs[j] = LogOfPositive(sums[j]);
+}
+
+#if defined(BCE_AVX2_PATH)
+BCE_TARGET_AVX2 void SumExpAvx2(int64_t length, int64_t classes, bool keep_exps, RunScratch& scratch) {
+  SumExpBody(length, classes, keep_exps, scratch);
+}
+BCE_TARGET_AVX2 void LogOfSumsAvx2(const float* sums, int64_t length, float* logs) {
+  LogOfSumsBody(sums, length, logs);
+}
+bool CpuHasAvx2() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+#endif
+
+void SumExp(int64_t length, int64_t classes, bool keep_exps, RunScratch& scratch) {
+#if defined(BCE_AVX2_PATH)
+  if (CpuHasAvx2()) return SumExpAvx2(length, classes, keep_exps, scratch);
+#endif
+  SumExpBody(length, classes, keep_exps, scratch);
+}
+
+// logs[j] = log(sums[j]).
+void LogOfSums(const float* sums, int64_t length, float* logs) {
+#if defined(BCE_AVX2_PATH)
+  if (CpuHasAvx2()) return LogOfSumsAvx2(sums, length, logs);
+#endif
+  LogOfSumsBody(sums, length, logs);
+}
+
+// Fills the scratch for one run; returns whether any logit is NaN (then callers check pixels one by one).
+bool RunSoftmaxStats(const RunPlan& plan, const float* logits, int64_t length, bool keep_exps, RunScratch& scratch) {
+  const bool any_nan = plan.planar()
+                           ? GatherAndMax<true>(logits, length, plan.classes(), 1, plan.class_stride(), scratch)
+                           : GatherAndMax<false>(logits, length, plan.classes(), plan.pixel_stride(),
+                                                 plan.class_stride(), scratch);
+  SumExp(length, plan.classes(), keep_exps, scratch);
+  return any_nan;
+}
+
+// Whether pixel j needs the exact path: a NaN logit or a non-finite maximum (the fast exp maps both to 0).
+inline bool NeedsExactPath(bool run_has_nan, const RunScratch& scratch, int64_t j) {
+  return run_has_nan || !std::isfinite(scratch.max_logit[j]);
+}
+
+// log-sum-exp of one pixel's logits with libm and PyTorch's non-finite behaviour (a NaN logit, or a largest logit
+// of +-inf, gives NaN; -inf logits below a finite maximum contribute 0). For the rare pixels the fast path skips.
+float ExactLogSumExp(const float* logits, int64_t classes, int64_t class_stride) {
+  float max_logit = -std::numeric_limits<float>::infinity();
+  for (int64_t c = 0; c < classes; ++c) {
+    const float x = logits[c * class_stride];
+    if (std::isnan(x)) return kCanonicalNaN;
+    max_logit = std::max(max_logit, x);
+  }
+  float sum = 0.0f;
+  for (int64_t c = 0; c < classes; ++c) sum += std::exp(logits[c * class_stride] - max_logit);
+  return max_logit + std::log(sum);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Forward pass 1: losses and the histogram of their keys' top digit.
+
+struct LossInputs {
+  const float* logits;
+  const int64_t* target;
+  const float* weight;  // nullptr when unweighted
+  int64_t ignore_index;
+};
+
+using Histogram = std::vector<uint64_t>;
+
+void AddHistogram(Histogram& total, const std::vector<uint32_t>& part, std::mutex& lock) {
+  std::lock_guard<std::mutex> guard(lock);
+  for (uint32_t b = 0; b < kDigitBuckets; ++b) total[b] += part[b];
+}
+
+// Writes the run's losses and, unless `histogram` is null, counts their top key digits into it.
+void RunLosses(const RunPlan& plan, const PixelRun& run, const LossInputs& in, RunScratch& scratch, float* losses,
+               uint32_t* histogram) {
+  const float* logits = in.logits + run.logit_offset;
+  const bool run_has_nan = RunSoftmaxStats(plan, logits, run.length, /*keep_exps=*/false, scratch);
+  float* __restrict log_sum = scratch.per_pixel.data();
+  LogOfSums(scratch.sum_exp.data(), run.length, log_sum);
+  for (int64_t j = 0; j < run.length; ++j) {
+    const int64_t pixel = run.first_pixel + j;
+    const int64_t label = in.target[pixel];
+    if (label == in.ignore_index) {
+      losses[pixel] = kIgnoredLoss;
+      continue;
+    }
+    const float label_logit = scratch.values[label * run.length + j];
+    // (max - x[y]) and log(sum) are both >= 0, so the loss is never a tiny negative number.
+    float loss = NeedsExactPath(run_has_nan, scratch, j)
+                     ? ExactLogSumExp(logits + j * plan.pixel_stride(), plan.classes(), plan.class_stride()) -
+                           label_logit
+                     : (scratch.max_logit[j] - label_logit) + log_sum[j];
+    if (in.weight != nullptr) loss *= in.weight[label];
+    if (std::isnan(loss)) loss = kCanonicalNaN;
+    losses[pixel] = loss;
+    if (histogram != nullptr) ++histogram[Key(loss) >> kDigitBits];
+  }
+}
+
+// Writes every pixel's loss; returns the histogram of the top key digits when `with_histogram`, else an empty one.
+Histogram ComputeLosses(const RunPlan& plan, const LossInputs& in, bool with_histogram, float* losses) {
+  Histogram histogram(with_histogram ? kDigitBuckets : 0, 0);
+  std::mutex lock;
+  ParallelFor(0, plan.runs(), plan.grain(), [&](int64_t begin, int64_t end) {
+    RunScratch scratch(plan);
+    std::vector<uint32_t> local(with_histogram ? kDigitBuckets : 0, 0);
+    uint32_t* counts = with_histogram ? local.data() : nullptr;
+    for (int64_t r = begin; r < end; ++r) RunLosses(plan, plan.run(r), in, scratch, losses, counts);
+    if (with_histogram) AddHistogram(histogram, local, lock);
+  });
+  return histogram;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Forward pass 2: the exact k-th largest key.
+
+struct Threshold {
+  uint32_t key = 0;          // the k-th largest key
+  int64_t ties_total = 0;    // valid pixels whose key equals it
+  int64_t ties_to_take = 0;  // how many of those are selected (1..ties_total), the rest of k being above it
+};
+
+struct BucketPick {
+  uint32_t bucket = 0;
+  int64_t above = 0;  // elements in higher buckets
+};
+
+// The bucket holding the `rank`-th largest element (rank >= 1) of a histogram, walking down from the top.
+BucketPick PickBucket(const Histogram& histogram, int64_t rank) {
+  int64_t above = 0;
+  for (uint32_t b = kDigitBuckets; b-- > 0;) {
+    const int64_t count = static_cast<int64_t>(histogram[b]);
+    if (above + count >= rank) return {b, above};
+    above += count;
+  }
+  TORCH_CHECK(false, "fused bootstrapped CE: selection found fewer than ", rank, " valid pixels (internal error)");
+  return {};
+}
+
+// Histogram of the low digit of the keys whose top digit is `top`.
+Histogram LowDigitHistogram(const float* losses, int64_t pixels, uint32_t top) {
+  Histogram histogram(kDigitBuckets, 0);
+  std::mutex lock;
+  ParallelFor(0, pixels, kBlockPixels, [&](int64_t begin, int64_t end) {
+    std::vector<uint32_t> local(kDigitBuckets, 0);
+    for (int64_t i = begin; i < end; ++i) {
+      const uint32_t key = Key(losses[i]);
+      if ((key >> kDigitBits) == top) ++local[key & (kDigitBuckets - 1)];
+    }
+    AddHistogram(histogram, local, lock);
+  });
+  return histogram;
+}
+
+// Small pools: the histograms (65536 buckets each) would cost more than the pool itself, so take the k-th largest
+// key with nth_element on a copy of the valid keys.
+bool UseHistogramSelect(int64_t pixels) { return pixels >= kHistogramSelectMinPixels; }
+
+Threshold FindThresholdByPartition(const float* losses, int64_t pixels, int64_t k) {
+  std::vector<uint32_t> keys;
+  keys.reserve(pixels);
+  for (int64_t i = 0; i < pixels; ++i) {
+    const uint32_t key = Key(losses[i]);
+    if (key != 0) keys.push_back(key);  // 0: ignored pixel
+  }
+  TORCH_CHECK(static_cast<int64_t>(keys.size()) >= k, "fused bootstrapped CE: selection found fewer than ", k,
+              " valid pixels (internal error)");
+  std::nth_element(keys.begin(), keys.begin() + (k - 1), keys.end(), std::greater<uint32_t>());
+  Threshold threshold;
+  threshold.key = keys[k - 1];
+  int64_t above = 0;
+  for (uint32_t key : keys) {
+    above += key > threshold.key ? 1 : 0;
+    threshold.ties_total += key == threshold.key ? 1 : 0;
+  }
+  threshold.ties_to_take = k - above;
+  return threshold;
+}
+
+Threshold FindThreshold(const float* losses, int64_t pixels, const Histogram& top_histogram, int64_t k) {
+  if (!UseHistogramSelect(pixels)) return FindThresholdByPartition(losses, pixels, k);
+  const BucketPick top = PickBucket(top_histogram, k);
+  const Histogram low_histogram = LowDigitHistogram(losses, pixels, top.bucket);
+  const BucketPick low = PickBucket(low_histogram, k - top.above);
+  Threshold threshold;
+  threshold.key = (top.bucket << kDigitBits) | low.bucket;
+  threshold.ties_total = static_cast<int64_t>(low_histogram[low.bucket]);
+  threshold.ties_to_take = k - top.above - low.above;
+  return threshold;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Forward pass 3: the mask of exactly k pixels and the reduction.
+
+int64_t BlockCount(int64_t pixels) { return (pixels + kBlockPixels - 1) / kBlockPixels; }
+
+// How many threshold ties each block may select: all of them when every tie is selected, else the first
+// ties_to_take in pixel order.
+std::vector<int64_t> TieAllowance(const float* losses, int64_t pixels, const Threshold& threshold) {
+  const int64_t blocks = BlockCount(pixels);
+  if (threshold.ties_to_take == threshold.ties_total) {
+    return std::vector<int64_t>(blocks, std::numeric_limits<int64_t>::max());
+  }
+  std::vector<int64_t> ties(blocks, 0);
+  ParallelFor(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t stop = std::min(pixels, (b + 1) * kBlockPixels);
+      int64_t count = 0;
+      for (int64_t i = b * kBlockPixels; i < stop; ++i) count += Key(losses[i]) == threshold.key ? 1 : 0;
+      ties[b] = count;
+    }
+  });
+  int64_t remaining = threshold.ties_to_take;
+  for (int64_t& allowance : ties) {
+    allowance = std::min(allowance, remaining);
+    remaining -= allowance;
+  }
+  return ties;
+}
+
+struct Reduced {
+  double loss_sum = 0.0;
+  double weight_sum = 0.0;  // sum of w[y] over the selected pixels (0 when unweighted)
+};
+
+// Marks the selected pixels in `mask` and sums their losses and class weights.
+Reduced MarkSelected(const float* losses, int64_t pixels, const Threshold& threshold, const LossInputs& in,
+                     uint8_t* mask) {
+  const std::vector<int64_t> allowance = TieAllowance(losses, pixels, threshold);
+  const int64_t blocks = BlockCount(pixels);
+  std::vector<Reduced> partial(blocks);
+  ParallelFor(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t stop = std::min(pixels, (b + 1) * kBlockPixels);
+      int64_t ties_left = allowance[b];
+      Reduced sums;
+      for (int64_t i = b * kBlockPixels; i < stop; ++i) {
+        const uint32_t key = Key(losses[i]);
+        bool selected = key > threshold.key;
+        if (key == threshold.key && ties_left > 0) {
+          selected = true;
+          --ties_left;
+        }
+        mask[i] = selected ? 1 : 0;
+        // A select, not a branch: about a quarter of the pixels are selected, in no predictable order.
+        sums.loss_sum += selected ? static_cast<double>(losses[i]) : 0.0;
+        if (in.weight != nullptr && selected) sums.weight_sum += in.weight[in.target[i]];
+      }
+      partial[b] = sums;
+    }
+  });
+  Reduced total;
+  for (const Reduced& sums : partial) {
+    total.loss_sum += sums.loss_sum;
+    total.weight_sum += sums.weight_sum;
+  }
+  return total;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Backward.
+
+// Asks for transparent huge pages on a large fresh buffer before it is first written: a fresh 300 MB buffer
+// otherwise costs ~230 ms of 4 KiB page faults (performance-notes section 6). Advisory; errors are ignored.
+void AdviseHugePages(void* data, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHugePage - 1) & ~(kHugePage - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(kHugePage - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#else
+  (void)data;
+  (void)bytes;
+#endif
+}
+
+at::Tensor EmptyLike(const at::Tensor& input) {
+  at::Tensor buffer = at::empty(input.sizes(), input.options());
+  AdviseHugePages(buffer.data_ptr(), buffer.nbytes());
+  return buffer;
+}
+
+// dst[j] = src[j] * factor[j] for a row of the gradient. The gradient is written once and not read again here, so
+// on x86-64 aligned rows use non-temporal stores: they skip reading each destination line first (a third less
+// traffic) and keep the logits of the next runs in cache. StreamFence() must follow before the task ends.
+void WriteScaledRow(const float* __restrict src, const float* __restrict factor, int64_t length, float* dst) {
+#if defined(__SSE2__)
+  if ((reinterpret_cast<uintptr_t>(dst) & 15) == 0) {
+    int64_t j = 0;
+    for (; j + 4 <= length; j += 4) {
+      _mm_stream_ps(dst + j, _mm_mul_ps(_mm_loadu_ps(src + j), _mm_loadu_ps(factor + j)));
+    }
+    for (; j < length; ++j) dst[j] = src[j] * factor[j];
+    return;
+  }
+#endif
+  for (int64_t j = 0; j < length; ++j) dst[j] = src[j] * factor[j];
+}
+
+void ZeroRow(int64_t length, float* dst) {
+#if defined(__SSE2__)
+  if ((reinterpret_cast<uintptr_t>(dst) & 15) == 0) {
+    int64_t j = 0;
+    for (; j + 4 <= length; j += 4) _mm_stream_ps(dst + j, _mm_setzero_ps());
+    for (; j < length; ++j) dst[j] = 0.0f;
+    return;
+  }
+#endif
+  std::memset(dst, 0, length * sizeof(float));
+}
+
+// Orders the non-temporal stores of this thread before the parallel region ends.
+void StreamFence() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
+
+struct GradientInputs {
+  LossInputs loss;
+  const uint8_t* mask;
+  float scale;  // grad_out / denominator
+};
+
+void ZeroRun(const RunPlan& plan, const PixelRun& run, float* grad) {
+  if (plan.planar()) {
+    for (int64_t c = 0; c < plan.classes(); ++c) ZeroRow(run.length, grad + run.logit_offset + c * plan.class_stride());
+  } else {
+    ZeroRow(run.length * plan.classes(), grad + run.logit_offset);
+  }
+}
+
+// The gradient column of one selected pixel with libm, for pixels with non-finite logits, written into the
+// scratch (class-major, row length `length`) in place of its exps.
+void ExactPixelGradient(const float* logits, int64_t classes, int64_t class_stride, int64_t label, float scale,
+                        float* column, int64_t length) {
+  const float lse = ExactLogSumExp(logits, classes, class_stride);
+  for (int64_t c = 0; c < classes; ++c) {
+    const float softmax = std::exp(logits[c * class_stride] - lse);
+    column[c * length] = scale * (softmax - (c == label ? 1.0f : 0.0f));
+  }
+}
+
+// Turns the run's exps into gradient rows: grad = exp * scale / sum - scale * onehot, i.e. (exp - sum * onehot)
+// * factor with factor = scale / sum (0 for unselected pixels). Pixels on the exact path get factor 1 and their
+// final values.
+void PrepareGradientColumns(const RunPlan& plan, const PixelRun& run, const GradientInputs& in, bool run_has_nan,
+                            RunScratch& scratch) {
+  const uint8_t* mask = in.mask + run.first_pixel;
+  const int64_t* target = in.loss.target + run.first_pixel;
+  float* __restrict scale = scratch.scale.data();
+  float* __restrict factor = scratch.per_pixel.data();
+  for (int64_t j = 0; j < run.length; ++j) {
+    const float weight = in.loss.weight != nullptr && mask[j] ? in.loss.weight[target[j]] : 1.0f;
+    scale[j] = mask[j] ? in.scale * weight : 0.0f;
+    // Unselected pixels get exactly 0, even where non-finite logits made their sum meaningless.
+    factor[j] = mask[j] ? scale[j] / scratch.sum_exp[j] : 0.0f;
+  }
+  float* values = scratch.values.data();
+  for (int64_t j = 0; j < run.length; ++j) {
+    if (!mask[j]) continue;
+    if (NeedsExactPath(run_has_nan, scratch, j)) {
+      ExactPixelGradient(in.loss.logits + run.logit_offset + j * plan.pixel_stride(), plan.classes(),
+                         plan.class_stride(), target[j], scale[j], values + j, run.length);
+      factor[j] = 1.0f;
+    } else {
+      values[target[j] * run.length + j] -= scratch.sum_exp[j];
+    }
+  }
+}
+
+void RunGradient(const RunPlan& plan, const PixelRun& run, const GradientInputs& in, RunScratch& scratch,
+                 float* grad) {
+  const uint8_t* mask = in.mask + run.first_pixel;
+  uint32_t any_selected = 0;
+  for (int64_t j = 0; j < run.length; ++j) any_selected |= mask[j];
+  if (any_selected == 0) {
+    ZeroRun(plan, run, grad);
+    return;
+  }
+  const bool run_has_nan =
+      RunSoftmaxStats(plan, in.loss.logits + run.logit_offset, run.length, /*keep_exps=*/true, scratch);
+  PrepareGradientColumns(plan, run, in, run_has_nan, scratch);
+  const float* factor = scratch.per_pixel.data();
+  float* run_grad = grad + run.logit_offset;
+  for (int64_t c = 0; c < plan.classes(); ++c) {
+    const float* values = scratch.values.data() + c * run.length;
+    if (plan.planar()) {
+      WriteScaledRow(values, factor, run.length, run_grad + c * plan.class_stride());
+    } else {
+      for (int64_t j = 0; j < run.length; ++j) run_grad[j * plan.classes() + c] = values[j] * factor[j];
+    }
+  }
+}
+
+void ComputeGradient(const RunPlan& plan, const GradientInputs& in, float* grad) {
+  ParallelFor(0, plan.runs(), plan.grain(), [&](int64_t begin, int64_t end) {
+    RunScratch scratch(plan);
+    for (int64_t r = begin; r < end; ++r) RunGradient(plan, plan.run(r), in, scratch, grad);
+    StreamFence();
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The autograd function.
+
+LossInputs LossInputsOf(const at::Tensor& input, const at::Tensor& target, const at::Tensor& weight,
+                        int64_t ignore_index) {
+  return {input.data_ptr<float>(), target.data_ptr<int64_t>(), weight.defined() ? weight.data_ptr<float>() : nullptr,
+          ignore_index};
+}
+
+class FusedCrossEntropyFunction : public torch::autograd::Function<FusedCrossEntropyFunction> {
+ public:
+  // input: contiguous float32 (N, C, ...); target: contiguous int64; weight: contiguous float32 (C) or none (an
+  // optional, because apply() cannot take an undefined tensor); 1 <= k <= number of valid pixels.
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, const at::Tensor& target,
+                            const c10::optional<at::Tensor>& class_weight, int64_t k, int64_t ignore_index,
+                            bool mean) {
+    const at::Tensor weight = class_weight.has_value() ? *class_weight : at::Tensor();
+    const RunPlan plan(input);
+    const LossInputs in = LossInputsOf(input, target, weight, ignore_index);
+    const int64_t pixels = plan.pixels();
+
+    at::Tensor losses = at::empty({pixels}, input.options());
+    AdviseHugePages(losses.data_ptr(), losses.nbytes());
+    float* loss_data = losses.data_ptr<float>();
+    const Histogram top_histogram = ComputeLosses(plan, in, UseHistogramSelect(pixels), loss_data);
+    const Threshold threshold = FindThreshold(loss_data, pixels, top_histogram, k);
+    at::Tensor mask = at::empty({pixels}, input.options().dtype(at::kByte));
+    const Reduced sums = MarkSelected(loss_data, pixels, threshold, in, mask.data_ptr<uint8_t>());
+
+    double denominator = 1.0;
+    if (mean) denominator = weight.defined() ? sums.weight_sum : static_cast<double>(k);
+    ctx->save_for_backward({input, target});
+    if (weight.defined()) ctx->saved_data["weight"] = weight;
+    ctx->saved_data["mask"] = mask;
+    ctx->saved_data["denominator"] = denominator;
+    return at::scalar_tensor(sums.loss_sum / denominator, input.options());
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    // One entry per forward argument; only the input gets a gradient.
+    torch::autograd::variable_list grads(6);
+    const at::Tensor& grad_output = grad_outputs[0];
+    if (!grad_output.defined()) return grads;
+    const torch::autograd::variable_list saved = ctx->get_saved_variables();
+    const at::Tensor& input = saved[0];
+    const at::Tensor mask = ctx->saved_data["mask"].toTensor();
+    const RunPlan plan(input);
+    GradientInputs in;
+    const auto weight = ctx->saved_data.find("weight");
+    // The mask already excludes ignored pixels, so backward needs no ignore_index.
+    in.loss = LossInputsOf(input, saved[1], weight == ctx->saved_data.end() ? at::Tensor() : weight->second.toTensor(),
+                           /*ignore_index=*/0);
+    in.mask = mask.data_ptr<uint8_t>();
+    in.scale = static_cast<float>(grad_output.item<double>() / ctx->saved_data["denominator"].toDouble());
+    at::Tensor grad_input = EmptyLike(input);
+    ComputeGradient(plan, in, grad_input.data_ptr<float>());
+    grads[0] = grad_input;
+    return grads;
+  }
+};
+
+bool IsFloatCpu(const at::Tensor& tensor) {
+  return tensor.device().is_cpu() && tensor.scalar_type() == at::kFloat && tensor.layout() == at::kStrided;
+}
+
+}  // namespace
+
+bool FusedApplies(const at::Tensor& input, const at::Tensor& target, const BootstrappedOptions& options) {
+  if (options.impl != Impl::kFused && options.impl != Impl::kAuto) return false;
+  if (!IsFloatCpu(input) || !input.is_contiguous() || input.dim() < 2 || input.size(1) < 1) return false;
+  if (!target.device().is_cpu() || target.scalar_type() != at::kLong) return false;
+  if (options.label_smoothing != 0.0 || options.per_sample) return false;
+  if (options.reduction != Reduction::kMean && options.reduction != Reduction::kSum) return false;
+  if (options.weight.defined() &&
+      !(IsFloatCpu(options.weight) && options.weight.dim() == 1 && options.weight.size(0) == input.size(1))) {
+    return false;
+  }
+  // The histograms count in uint32 per task and the kernels index pixels in int64: keep well inside both.
+  if (input.numel() / input.size(1) >= (int64_t{1} << 31)) return false;
+  return true;
+}
+
+BootstrappedResult FusedBootstrappedCrossEntropy(const at::Tensor& input, const at::Tensor& target,
+                                                 const BootstrappedOptions& options, const PoolCounts& counts) {
+  BootstrappedResult result;
+  result.fused = true;
+  result.n_valid = counts.total();
+  result.k = KeepCount(options.p, result.n_valid);
+  if (result.k == 0) {
+    result.loss = ConnectedZero(input);
+    return result;
+  }
+  const c10::optional<at::Tensor> weight =
+      options.weight.defined() ? c10::optional<at::Tensor>(options.weight.contiguous()) : c10::nullopt;
+  result.loss = FusedCrossEntropyFunction::apply(input, target.contiguous(), weight, result.k, options.ignore_index,
+                                                 options.reduction == Reduction::kMean);
+  return result;
+}
+
+}  // namespace bce

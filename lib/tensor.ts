@@ -54,18 +54,25 @@ export class Tensor {
     track(this);
   }
 
+  // A handle's shape, dtype and device never change (no in-place resizing is exposed), so they are read from
+  // the native side once: argument checks ask for them on every loss call.
+  private cachedShape?: number[];
+  private cachedDtype?: DType;
+  private cachedDevice?: string;
+
   /** Sizes of each dimension. */
   get shape(): number[] {
-    return this.handle.shape();
+    this.cachedShape ??= this.handle.shape();
+    return this.cachedShape.slice();
   }
 
   get dtype(): DType {
-    return this.handle.dtype() as DType;
+    return (this.cachedDtype ??= this.handle.dtype() as DType);
   }
 
   /** 'cpu', 'cuda:0', ... */
   get device(): string {
-    return this.handle.device();
+    return (this.cachedDevice ??= this.handle.device());
   }
 
   /** Number of elements. */

@@ -14,6 +14,10 @@
 #include <cstring>
 #include <mutex>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #if !defined(_WIN32)
 #include <dlfcn.h>
 #endif
@@ -27,7 +31,7 @@ namespace {
 // long run, although every tensor was freed; see scripts/soak.ts). This allocator takes buffers from plain
 // malloc, over-allocated by the alignment, with the malloc pointer stored just below the aligned one: malloc'ed
 // chunks are reused, and data == context, so raw_allocate() keeps working.
-// BOOTSTRAPPED_CE_CPU_ALLOCATOR=default keeps LibTorch's allocator.
+// BOOTSTRAPPED_CE_CPU_ALLOCATOR=default keeps LibTorch's allocator and glibc's malloc settings.
 class AlignedMallocAllocator final : public c10::Allocator {
  public:
   static constexpr size_t kAlignment = 64;  // c10::gAlignment
@@ -65,6 +69,13 @@ void InstallCpuAllocator() {
     if (choice != nullptr && std::strcmp(choice, "default") == 0) return;
     static AlignedMallocAllocator allocator;
     c10::SetCPUAllocator(&allocator, /*priority=*/1);
+#if defined(__GLIBC__)
+    // Fixed thresholds instead of glibc's sliding ones: buffers up to 32 MB come from the heap and freed ones are
+    // kept for reuse (up to 256 MB of free top-of-heap before trimming), so a training step does not pay fresh
+    // page faults for every intermediate tensor (2x19x256x512 forward+backward: 45 -> 26 ms).
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
+#endif
   });
 }
 

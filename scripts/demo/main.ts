@@ -4,7 +4,7 @@
  * bootstrapped cross-entropy (hardest p of the pixels, after a linear warm-up), then compares per-class IoU on
  * held-out images and writes a plot (loss curves, the p schedule, per-class IoU) as SVG.
  *
- *   npm run demo -- [--iterations 250] [--seed 1] [--device cpu] [--out demo-output] [--help]
+ *   npm run demo -- [--iterations 1000] [--seed 1] [--device cpu] [--out demo-output] [--help]
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -62,7 +62,7 @@ function parseFlags(argv: string[]): Flags {
         'with bootstrapped cross-entropy, and compares per-class IoU on held-out images.',
     )
     .addOption(new Option('--device <device>', "'cpu', 'cuda' or 'cuda:N'").default('cpu').argParser(device))
-    .addOption(new Option('--iterations <n>', 'training iterations of each run').default(250).argParser(integer(1)))
+    .addOption(new Option('--iterations <n>', 'training iterations of each run').default(1000).argParser(integer(1)))
     .addOption(new Option('--out <dir>', 'folder for the plot and the metrics').default('demo-output'))
     .addOption(new Option('--seed <n>', 'seed of the data stream (the network starts from models/segnet.pt)').default(1).argParser(integer(0)))
     .addOption(new Option('--batch <n>', 'images per iteration').default(4).argParser(integer(1)))

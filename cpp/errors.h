@@ -1,6 +1,6 @@
 // Turns every C++ exception raised while serving a JavaScript call into a JavaScript exception, so that no
-// input from JavaScript can abort the process. LibTorch's typed errors keep their meaning: an index out of
-// range becomes a RangeError, a type mismatch a TypeError, anything else an Error carrying LibTorch's message.
+// input from JavaScript can abort the process. LibTorch's typed errors keep their meaning: an index or a value
+// out of range becomes a RangeError, a type mismatch a TypeError, anything else an Error with LibTorch's message.
 #pragma once
 
 #include <napi.h>
@@ -23,6 +23,8 @@ auto Guard(Napi::Env env, Fn&& fn) -> decltype(fn()) {
     throw Napi::RangeError::New(env, e.what_without_backtrace());
   } catch (const c10::TypeError& e) {
     throw Napi::TypeError::New(env, e.what_without_backtrace());
+  } catch (const c10::ValueError& e) {
+    throw Napi::RangeError::New(env, e.what_without_backtrace());
   } catch (const c10::Error& e) {
     throw Napi::Error::New(env, e.what_without_backtrace());
   } catch (const std::bad_alloc&) {

@@ -3,6 +3,7 @@
 #include "convert.h"
 #include "errors.h"
 #include "tensor_handle.h"
+#include "tagged_method.h"
 
 #include <torch/script.h>
 
@@ -53,20 +54,18 @@ Napi::Value IValueToJs(Napi::Env env, const c10::IValue& value, int depth) {
 class ModuleHandle : public Napi::ObjectWrap<ModuleHandle> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "ModuleHandle",
-                       {
-                           StaticMethod<&ModuleHandle::Load>("load"),
-                           InstanceMethod<&ModuleHandle::Forward>("forward"),
-                           InstanceMethod<&ModuleHandle::Parameters>("parameters"),
-                           InstanceMethod<&ModuleHandle::NamedParameters>("namedParameters"),
-                           InstanceMethod<&ModuleHandle::Train>("train"),
-                           InstanceMethod<&ModuleHandle::Eval>("eval"),
-                           InstanceMethod<&ModuleHandle::IsTraining>("isTraining"),
-                           InstanceMethod<&ModuleHandle::To>("to"),
-                           InstanceMethod<&ModuleHandle::Save>("save"),
-                           InstanceMethod<&ModuleHandle::Dispose>("dispose"),
-                           InstanceMethod<&ModuleHandle::IsDisposed>("isDisposed"),
-                       });
+    Napi::Function constructor = DefineClass(env, "ModuleHandle", {StaticMethod<&ModuleHandle::Load>("load")});
+    AddTaggedMethod<ModuleHandle, &kModuleTag, &ModuleHandle::Forward>(env, constructor, "forward");
+    AddTaggedMethod<ModuleHandle, &kModuleTag, &ModuleHandle::Parameters>(env, constructor, "parameters");
+    AddTaggedMethod<ModuleHandle, &kModuleTag, &ModuleHandle::NamedParameters>(env, constructor, "namedParameters");
+    AddTaggedMethod<ModuleHandle, &kModuleTag, &ModuleHandle::Train>(env, constructor, "train");
+    AddTaggedMethod<ModuleHandle, &kModuleTag, &ModuleHandle::Eval>(env, constructor, "eval");
+    AddTaggedMethod<ModuleHandle, &kModuleTag, &ModuleHandle::IsTraining>(env, constructor, "isTraining");
+    AddTaggedMethod<ModuleHandle, &kModuleTag, &ModuleHandle::To>(env, constructor, "to");
+    AddTaggedMethod<ModuleHandle, &kModuleTag, &ModuleHandle::Save>(env, constructor, "save");
+    AddTaggedMethod<ModuleHandle, &kModuleTag, &ModuleHandle::Dispose>(env, constructor, "dispose");
+    AddTaggedMethod<ModuleHandle, &kModuleTag, &ModuleHandle::IsDisposed>(env, constructor, "isDisposed");
+    return constructor;
   }
 
   explicit ModuleHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModuleHandle>(info) {
@@ -85,7 +84,10 @@ class ModuleHandle : public Napi::ObjectWrap<ModuleHandle> {
     auto module = Guard(env, [&] {
       return std::make_unique<torch::jit::script::Module>(torch::jit::load(path, device));
     });
+    if (!info.This().IsFunction()) ThrowType(env, "load must be called on the ModuleHandle class");
     Napi::Object object = info.This().As<Napi::Function>().New({});
+    // `this` could be any function (load.call(SomethingElse, ...)): only unwrap what really is a ModuleHandle.
+    if (!object.CheckTypeTag(&kModuleTag)) ThrowType(env, "load must be called on the ModuleHandle class");
     ModuleHandle* handle = Napi::ObjectWrap<ModuleHandle>::Unwrap(object);
     handle->module_ = std::move(module);
     return object;

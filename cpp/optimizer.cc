@@ -3,6 +3,7 @@
 #include "convert.h"
 #include "errors.h"
 #include "tensor_handle.h"
+#include "tagged_method.h"
 
 #include <torch/optim.h>
 
@@ -66,16 +67,15 @@ at::Tensor Snapshot(const at::Tensor& tensor) { return tensor.defined() ? tensor
 class OptimizerHandle : public Napi::ObjectWrap<OptimizerHandle> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "OptimizerHandle",
-                       {
-                           InstanceMethod<&OptimizerHandle::Step>("step"),
-                           InstanceMethod<&OptimizerHandle::ZeroGrad>("zeroGrad"),
-                           InstanceMethod<&OptimizerHandle::Options>("options"),
-                           InstanceMethod<&OptimizerHandle::SetOptions>("setOptions"),
-                           InstanceMethod<&OptimizerHandle::State>("state"),
-                           InstanceMethod<&OptimizerHandle::LoadState>("loadState"),
-                           InstanceMethod<&OptimizerHandle::Size>("size"),
-                       });
+    Napi::Function constructor = DefineClass(env, "OptimizerHandle", {});
+    AddTaggedMethod<OptimizerHandle, &kOptimizerTag, &OptimizerHandle::Step>(env, constructor, "step");
+    AddTaggedMethod<OptimizerHandle, &kOptimizerTag, &OptimizerHandle::ZeroGrad>(env, constructor, "zeroGrad");
+    AddTaggedMethod<OptimizerHandle, &kOptimizerTag, &OptimizerHandle::Options>(env, constructor, "options");
+    AddTaggedMethod<OptimizerHandle, &kOptimizerTag, &OptimizerHandle::SetOptions>(env, constructor, "setOptions");
+    AddTaggedMethod<OptimizerHandle, &kOptimizerTag, &OptimizerHandle::State>(env, constructor, "state");
+    AddTaggedMethod<OptimizerHandle, &kOptimizerTag, &OptimizerHandle::LoadState>(env, constructor, "loadState");
+    AddTaggedMethod<OptimizerHandle, &kOptimizerTag, &OptimizerHandle::Size>(env, constructor, "size");
+    return constructor;
   }
 
   // new OptimizerHandle(kind: 'sgd' | 'adam' | 'adamw', params: TensorHandle[], options: object with every field)

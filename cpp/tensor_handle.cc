@@ -3,6 +3,7 @@
 #include "addon_data.h"
 #include "convert.h"
 #include "errors.h"
+#include "tagged_method.h"
 
 #include <ATen/ATen.h>
 
@@ -29,30 +30,29 @@ Napi::Value CopyOut(Napi::Env env, const at::Tensor& cpu, napi_typedarray_type t
 }  // namespace
 
 Napi::Function TensorHandle::Define(Napi::Env env) {
-  return DefineClass(env, "TensorHandle",
-                     {
-                         InstanceMethod<&TensorHandle::Shape>("shape"),
-                         InstanceMethod<&TensorHandle::Dtype>("dtype"),
-                         InstanceMethod<&TensorHandle::Device>("device"),
-                         InstanceMethod<&TensorHandle::Numel>("numel"),
-                         InstanceMethod<&TensorHandle::RequiresGrad>("requiresGrad"),
-                         InstanceMethod<&TensorHandle::SetRequiresGrad>("setRequiresGrad"),
-                         InstanceMethod<&TensorHandle::Grad>("grad"),
-                         InstanceMethod<&TensorHandle::ToArray>("toArray"),
-                         InstanceMethod<&TensorHandle::Item>("item"),
-                         InstanceMethod<&TensorHandle::To>("to"),
-                         InstanceMethod<&TensorHandle::Detach>("detach"),
-                         InstanceMethod<&TensorHandle::Reshape>("reshape"),
-                         InstanceMethod<&TensorHandle::Sum>("sum"),
-                         InstanceMethod<&TensorHandle::Mean>("mean"),
-                         InstanceMethod<&TensorHandle::Add>("add"),
-                         InstanceMethod<&TensorHandle::Sub>("sub"),
-                         InstanceMethod<&TensorHandle::Mul>("mul"),
-                         InstanceMethod<&TensorHandle::Div>("div"),
-                         InstanceMethod<&TensorHandle::Backward>("backward"),
-                         InstanceMethod<&TensorHandle::Dispose>("dispose"),
-                         InstanceMethod<&TensorHandle::IsDisposed>("isDisposed"),
-                     });
+  Napi::Function constructor = DefineClass(env, "TensorHandle", {});
+  AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::Shape>(env, constructor, "shape");
+  AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::Dtype>(env, constructor, "dtype");
+  AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::Device>(env, constructor, "device");
+  AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::Numel>(env, constructor, "numel");
+  AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::RequiresGrad>(env, constructor, "requiresGrad");
+  AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::SetRequiresGrad>(env, constructor, "setRequiresGrad");
+  AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::Grad>(env, constructor, "grad");
+  AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::ToArray>(env, constructor, "toArray");
+  AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::Item>(env, constructor, "item");
+  AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::To>(env, constructor, "to");
+  AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::Detach>(env, constructor, "detach");
+  AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::Reshape>(env, constructor, "reshape");
+  AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::Sum>(env, constructor, "sum");
+  AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::Mean>(env, constructor, "mean");
+  AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::Add>(env, constructor, "add");
+  AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::Sub>(env, constructor, "sub");
+  AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::Mul>(env, constructor, "mul");
+  AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::Div>(env, constructor, "div");
+  AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::Backward>(env, constructor, "backward");
+  AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::Dispose>(env, constructor, "dispose");
+  AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::IsDisposed>(env, constructor, "isDisposed");
+  return constructor;
 }
 
 TensorHandle::TensorHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TensorHandle>(info) {
@@ -70,7 +70,7 @@ bool TensorHandle::IsHandle(const Napi::Value& value) {
   return value.IsObject() && value.As<Napi::Object>().CheckTypeTag(&kTensorTag);
 }
 
-const at::Tensor& TensorHandle::From(Napi::Env env, const Napi::Value& value, const char* what) {
+at::Tensor TensorHandle::From(Napi::Env env, const Napi::Value& value, const char* what) {
   if (!IsHandle(value)) ThrowType(env, std::string(what) + " must be a Tensor");
   TensorHandle* handle = Napi::ObjectWrap<TensorHandle>::Unwrap(value.As<Napi::Object>());
   return handle->Live(env);

@@ -18,7 +18,9 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
 
   // The live tensor behind `value`; a TypeError naming `what` when `value` is not a tensor handle of this
   // addon (checked by type tag, not instanceof), an Error when it was disposed.
-  static const at::Tensor& From(Napi::Env env, const Napi::Value& value, const char* what);
+  // Returned by value: a caller that then runs JavaScript (option getters) keeps the tensor alive even if that
+  // JavaScript disposes the handle.
+  static at::Tensor From(Napi::Env env, const Napi::Value& value, const char* what);
   static bool IsHandle(const Napi::Value& value);
 
   explicit TensorHandle(const Napi::CallbackInfo& info);

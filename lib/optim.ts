@@ -89,9 +89,13 @@ function checkParams(params: unknown): Tensor[] {
   }
   const list = Array.from(params as Iterable<unknown>);
   if (list.length === 0) throw new RangeError('params must hold at least one Tensor, got an empty list');
+  const seen = new Map<unknown, number>();
   return list.map((p, i) => {
     const t = checkTensor(p, `params[${i}]`);
     if (!isFloating(t.dtype)) throw new TypeError(`params[${i}] must be a floating-point tensor, got ${t.dtype}`);
+    // The same tensor twice would share its state and be updated twice per step.
+    if (seen.has(t)) throw new RangeError(`params[${i}] is the same Tensor as params[${seen.get(t)}]; pass each parameter once`);
+    seen.set(t, i);
     return t;
   });
 }

@@ -3,6 +3,7 @@
  * `dispose()` or, failing that, by the garbage collector. Tensors are recognised by a type tag (`isTensor`),
  * never by instanceof, so that tensors cross jest realms and duplicate copies of this module.
  */
+import { types } from 'util';
 import { DTYPES, DType, TypedArray, dtypeOfTypedArray, isFloating } from './dtype';
 import { native, NativeHandle } from './native';
 import { track } from './scope';
@@ -54,11 +55,11 @@ export class Tensor {
     track(this);
   }
 
-  // A handle's shape, dtype and device never change (no in-place resizing is exposed), so they are read from
+  // A handle's shape and dtype never change (no in-place resizing or casting is exposed), so they are read from
   // the native side once: argument checks ask for them on every loss call.
+  // Not the device: Module.to(device) moves parameters in place, under the same handles.
   private cachedShape?: number[];
   private cachedDtype?: DType;
-  private cachedDevice?: string;
 
   /** Sizes of each dimension. */
   get shape(): number[] {
@@ -72,7 +73,7 @@ export class Tensor {
 
   /** 'cpu', 'cuda:0', ... */
   get device(): string {
-    return (this.cachedDevice ??= this.handle.device());
+    return this.handle.device();
   }
 
   /** Number of elements. */
@@ -269,6 +270,9 @@ function flatten(data: NestedArray): { values: (number | boolean)[]; shape: numb
 export function tensor(data: TypedArray | NestedArray, options?: TensorDataOptions): Tensor {
   const shapeOption = checkOptions<TensorDataOptions>(options, 'options').shape;
   if (ArrayBuffer.isView(data)) {
+    if (types.isSharedArrayBuffer(data.buffer)) {
+      throw new TypeError('data must not live in a SharedArrayBuffer (another thread could change it while it is copied); copy it into a plain typed array first');
+    }
     const source = dtypeOfTypedArray(data);
     if (source === undefined) {
       throw new TypeError(`data must be a Float32Array, Float64Array, Int32Array, BigInt64Array, Uint8Array or nested arrays, got ${describe(data)}`);

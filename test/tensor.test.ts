@@ -262,3 +262,35 @@ describe('bad arguments give named errors', () => {
     named(() => bce.zeros([2]).to('cuda:0'), 'Error', /CUDA is not available/);
   });
 });
+
+describe('native methods refuse receivers of the wrong kind', () => {
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const raw = require('../lib/native').native as Record<string, any>;
+  const named = (fn: () => unknown, pattern: RegExp) => {
+    let error: Error | undefined;
+    try {
+      fn();
+    } catch (e) {
+      error = e as Error;
+    }
+    expect(error?.name).toBe('TypeError');
+    expect(error?.message).toMatch(pattern);
+  };
+
+  test('a tensor method called on another native object, or a plain one, throws instead of crashing', () => {
+    const tensor = bce.ones([2]).handle as unknown as Record<string, (...a: unknown[]) => unknown>;
+    const optimizer = new raw.OptimizerHandle('sgd', [bce.ones([2], { requiresGrad: true }).handle], { lr: 0.1, momentum: 0, weightDecay: 0, nesterov: false, dampening: 0 });
+    named(() => tensor.sum.call(optimizer), /wrong kind/);
+    named(() => tensor.sum.call({}), /wrong kind/);
+    named(() => optimizer.step.call(tensor), /wrong kind/);
+    named(() => raw.ModuleHandle.prototype.forward.call(tensor), /wrong kind/);
+    named(() => raw.ModuleHandle.load.call(raw.TensorHandle, 'models/segnet.pt'), /ModuleHandle class/);
+    named(() => raw.ModuleHandle.load.call(undefined, 'models/segnet.pt'), /ModuleHandle class/);
+    expect(bce.ones([3]).sum().item()).toBe(3);
+  });
+
+  test('data in a SharedArrayBuffer is refused', () => {
+    const shared = new Float32Array(new SharedArrayBuffer(8));
+    expect(() => bce.tensor(shared)).toThrow(/SharedArrayBuffer/);
+  });
+});

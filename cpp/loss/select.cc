@@ -39,8 +39,10 @@ PoolCounts CountOnHost(const at::Tensor& target, int64_t ignore_index, int64_t c
 PoolCounts CountOnDevice(const at::Tensor& target, int64_t ignore_index, int64_t classes, bool per_sample) {
   const at::Tensor valid = target.ne(ignore_index);
   const at::Tensor out_of_range = valid.logical_and(target.lt(0).logical_or(target.ge(classes))).sum();
-  at::Tensor valid_counts = per_sample && target.dim() > 0 ? valid.reshape({target.size(0), -1}).sum(1)
-                                                           : valid.sum().reshape({1});
+  const int64_t rows = target.dim() > 0 ? target.size(0) : 0;
+  at::Tensor valid_counts = per_sample && target.dim() > 0
+                                ? valid.reshape({rows, rows == 0 ? 0 : target.numel() / rows}).sum(1)
+                                : valid.sum().reshape({1});
   // The only synchronisation with the device: a handful of integers.
   const at::Tensor host = at::cat({valid_counts, out_of_range.reshape({1})}).to(at::kCPU, at::kLong);
   const int64_t* data = host.data_ptr<int64_t>();

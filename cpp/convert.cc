@@ -83,17 +83,21 @@ bool ParseBool(Napi::Env env, const Napi::Value& value, const char* what) {
   return value.As<Napi::Boolean>().Value();
 }
 
-std::vector<int64_t> ParseShape(Napi::Env env, const Napi::Value& value, const char* what) {
-  if (!value.IsArray()) ThrowType(env, std::string(what) + " must be an array of non-negative integers");
+std::vector<int64_t> ParseIntegerArray(Napi::Env env, const Napi::Value& value, const char* what) {
+  if (!value.IsArray()) ThrowType(env, std::string(what) + " must be an array of integers");
   const Napi::Array array = value.As<Napi::Array>();
   const uint32_t length = array.Length();
-  if (length > 16) ThrowRange(env, std::string(what) + " may have at most 16 dimensions");
-  std::vector<int64_t> shape;
-  shape.reserve(length);
-  for (uint32_t i = 0; i < length; ++i) {
-    const int64_t size = ParseInteger(env, array.Get(i), what);
+  if (length > 16) ThrowRange(env, std::string(what) + " may have at most 16 entries");
+  std::vector<int64_t> values;
+  values.reserve(length);
+  for (uint32_t i = 0; i < length; ++i) values.push_back(ParseInteger(env, array.Get(i), what));
+  return values;
+}
+
+std::vector<int64_t> ParseShape(Napi::Env env, const Napi::Value& value, const char* what) {
+  std::vector<int64_t> shape = ParseIntegerArray(env, value, what);
+  for (int64_t size : shape) {
     if (size < 0) ThrowRange(env, std::string(what) + " must hold non-negative sizes");
-    shape.push_back(size);
   }
   return shape;
 }

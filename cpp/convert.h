@@ -22,6 +22,9 @@ bool IsDtypeName(const std::string& name);
 c10::Device ParseDevice(Napi::Env env, const Napi::Value& value, const char* what);
 std::string DeviceName(const c10::Device& device);
 
+// An array of at most 16 safe integers (shapes, dimension lists); throws naming `what` otherwise.
+std::vector<int64_t> ParseIntegerArray(Napi::Env env, const Napi::Value& value, const char* what);
+
 // An array of non-negative safe integers; throws naming `what` otherwise.
 std::vector<int64_t> ParseShape(Napi::Env env, const Napi::Value& value, const char* what);
 Napi::Array ShapeToArray(Napi::Env env, c10::IntArrayRef shape);

@@ -200,10 +200,7 @@ Napi::Value TensorHandle::Detach(const Napi::CallbackInfo& info) {
 Napi::Value TensorHandle::Reshape(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& t = Live(env);
-  if (!info[0].IsArray()) ThrowType(env, "shape must be an array of integers");
-  const Napi::Array array = info[0].As<Napi::Array>();
-  std::vector<int64_t> shape;
-  for (uint32_t i = 0; i < array.Length(); ++i) shape.push_back(ParseInteger(env, array.Get(i), "shape"));
+  const std::vector<int64_t> shape = ParseIntegerArray(env, info[0], "shape");
   return Wrap(env, Guard(env, [&] { return t.reshape(shape); }));
 }
 
@@ -213,10 +210,7 @@ namespace {
 template <typename Full, typename Dims>
 at::Tensor Reduce(Napi::Env env, const Napi::CallbackInfo& info, const at::Tensor& t, Full full, Dims dims_op) {
   if (info.Length() == 0 || info[0].IsUndefined()) return Guard(env, [&] { return full(t); });
-  if (!info[0].IsArray()) ThrowType(env, "dim must be an array of integers");
-  const Napi::Array array = info[0].As<Napi::Array>();
-  std::vector<int64_t> dims;
-  for (uint32_t i = 0; i < array.Length(); ++i) dims.push_back(ParseInteger(env, array.Get(i), "dim"));
+  const std::vector<int64_t> dims = ParseIntegerArray(env, info[0], "dim");
   const bool keepdim = info.Length() > 1 && !info[1].IsUndefined() && ParseBool(env, info[1], "keepdim");
   return Guard(env, [&] { return dims_op(t, dims, keepdim); });
 }

@@ -7,9 +7,11 @@
 
 #include <torch/optim.h>
 
+
 #include <memory>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -64,6 +66,14 @@ at::Tensor StateTensor(Napi::Env env, const Napi::Object& entry, const char* nam
 
 at::Tensor Snapshot(const at::Tensor& tensor) { return tensor.defined() ? tensor.detach().clone() : at::Tensor(); }
 
+// o.betas as Adam's (beta1, beta2).
+std::tuple<double, double> BetasField(Napi::Env env, const Napi::Object& o) {
+  const Napi::Value value = o.Get("betas");
+  if (!value.IsArray() || value.As<Napi::Array>().Length() != 2) ThrowType(env, "betas must be [beta1, beta2]");
+  const Napi::Array betas = value.As<Napi::Array>();
+  return std::make_tuple(ParseNumber(env, betas.Get(0u), "betas[0]"), ParseNumber(env, betas.Get(1u), "betas[1]"));
+}
+
 class OptimizerHandle : public Napi::ObjectWrap<OptimizerHandle> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -111,10 +121,7 @@ class OptimizerHandle : public Napi::ObjectWrap<OptimizerHandle> {
           .nesterov(BoolField(env, o, "nesterov"));
       optimizer_ = Guard(env, [&] { return std::make_unique<torch::optim::SGD>(params, options); });
     } else {
-      const Napi::Value betas_value = o.Get("betas");
-      if (!betas_value.IsArray() || betas_value.As<Napi::Array>().Length() != 2) ThrowType(env, "betas must be [beta1, beta2]");
-      const Napi::Array betas = betas_value.As<Napi::Array>();
-      const auto beta_pair = std::make_tuple(ParseNumber(env, betas.Get(0u), "betas[0]"), ParseNumber(env, betas.Get(1u), "betas[1]"));
+      const auto beta_pair = BetasField(env, o);
       const double eps = NumberField(env, o, "eps");
       const bool amsgrad = BoolField(env, o, "amsgrad");
       if (kind_ == Kind::kAdam) {
@@ -211,12 +218,7 @@ class OptimizerHandle : public Napi::ObjectWrap<OptimizerHandle> {
       } else {
         auto apply = [&](auto& a) {
           if (Has(o, "lr")) a.lr(NumberField(env, o, "lr"));
-          if (Has(o, "betas")) {
-            const Napi::Value betas_value = o.Get("betas");
-            if (!betas_value.IsArray() || betas_value.As<Napi::Array>().Length() != 2) ThrowType(env, "betas must be [beta1, beta2]");
-            const Napi::Array betas = betas_value.As<Napi::Array>();
-            a.betas(std::make_tuple(ParseNumber(env, betas.Get(0u), "betas[0]"), ParseNumber(env, betas.Get(1u), "betas[1]")));
-          }
+          if (Has(o, "betas")) a.betas(BetasField(env, o));
           if (Has(o, "eps")) a.eps(NumberField(env, o, "eps"));
           if (Has(o, "weightDecay")) a.weight_decay(NumberField(env, o, "weightDecay"));
           if (Has(o, "amsgrad")) a.amsgrad(BoolField(env, o, "amsgrad"));

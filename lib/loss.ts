@@ -6,7 +6,7 @@ import { DType, INDEX_DTYPES, isFloating } from './dtype';
 import { native, NativeLossOptions, NativeLossResult } from './native';
 import { Warmup, effectiveP } from './schedules';
 import { Tensor, checkTensor, isTensor } from './tensor';
-import { checkBoolean, checkInteger, checkNumber, checkOneOf, checkOptions, describe } from './validate';
+import { checkBoolean, checkInteger, checkNumber, checkOneOf, checkOptions, describe, sameShape } from './validate';
 
 /** How the selected losses are reduced: a name, or a function of the 1-D tensor of selected losses. */
 export type Reduction = 'mean' | 'sum' | 'none' | ((selected: Tensor) => Tensor);
@@ -143,10 +143,6 @@ function checkCrossEntropyArgs(
     weight = w.handle;
   }
   return { input: x, target: t, native: { weight, ignoreIndex, labelSmoothing } };
-}
-
-function sameShape(a: number[], b: number[]): boolean {
-  return a.length === b.length && a.every((size, i) => size === b[i]);
 }
 
 function checkIteration(iteration: unknown): number {

@@ -8,7 +8,7 @@
 import { isFloating } from './dtype';
 import { native, NativeHandle } from './native';
 import { Tensor, checkTensor, isTensor } from './tensor';
-import { checkBoolean, checkInteger, checkNumber, checkOptions, describe } from './validate';
+import { checkBoolean, checkInteger, checkNumber, checkOptions, describe, sameShape } from './validate';
 
 /** Methods of the native OptimizerHandle (cpp/optimizer.cc). */
 interface NativeOptimizer {
@@ -228,7 +228,7 @@ export abstract class Optimizer {
         if (e[key] === undefined) continue;
         const t = checkTensor(e[key], `stateDict.state[${i}].${key}`);
         const shape = this.params[i].shape;
-        if (t.shape.length !== shape.length || t.shape.some((s, d) => s !== shape[d])) {
+        if (!sameShape(t.shape, shape)) {
           throw new RangeError(`stateDict.state[${i}].${key} has shape [${t.shape}] but params[${i}] has shape [${shape}]`);
         }
         out[key] = t.handle;

@@ -82,3 +82,8 @@ export function checkDevice(value: unknown, name: string): string {
   }
   return value;
 }
+
+/** Whether two shapes are equal. */
+export function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((size, i) => size === b[i]);
+}

@@ -1,5 +1,5 @@
 // Fused CPU bootstrapped cross-entropy. See fused_ce_cpu.h for what it covers and
-// /work/shared/notes/performance-notes.md section 3 for the design.
+// the shared performance notes (shared/notes/performance-notes.md) section 3 for the design.
 //
 // Data flow for an input viewed as (N, C, S), P = N * S pixels:
 //   forward  1. per pixel: max, sum of exp, loss = w[y] * ((max - x[y]) + log(sum)), written to a P-float vector,

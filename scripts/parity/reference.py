@@ -179,7 +179,7 @@ def ours(spec: dict, x: torch.Tensor, pool: Pool, p: float) -> Reference:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The seed implementations (/work/shared/seed), verbatim in behaviour, used only where they agree with ours.
+# The seed implementations (the seed question in shared/seed), verbatim in behaviour, used only where they agree with ours.
 
 
 class BootstrappedCE(torch.nn.Module):

@@ -274,6 +274,21 @@ const TensorHandle = exportsOf.TensorHandle as unknown as { new (): NativeHandle
 // Seed the pool with a few valid tensors.
 for (let i = 0; i < 8; i++) keep(native.randn(smallShape(), 'float32', 'cpu'));
 
+// Native objects of the other classes, to call methods on receivers of the wrong kind (which must throw, never
+// crash): tensor methods on a module or an optimizer, and theirs on tensors.
+type NativeClass = { prototype: Record<string, (...a: unknown[]) => unknown>; load?: (...a: unknown[]) => unknown };
+const ModuleHandle = exportsOf.ModuleHandle as NativeClass;
+const OptimizerHandle = exportsOf.OptimizerHandle as unknown as NativeClass & { new (...a: unknown[]): object };
+const foreign: object[] = [
+  ModuleHandle.load!(require('path').join(__dirname, '..', 'models', 'segnet.pt')) as object,
+  new OptimizerHandle('sgd', [native.randn([2], 'float32', 'cpu')], { lr: 0.1, momentum: 0, dampening: 0, weightDecay: 0, nesterov: false }),
+];
+const foreignMethods = [ModuleHandle, OptimizerHandle].flatMap((cls) =>
+  Object.getOwnPropertyNames(cls.prototype)
+    .filter((name) => name !== 'constructor')
+    .map((name) => ({ name, fn: cls.prototype[name] })),
+);
+
 for (const [name, giantArgs] of GIANT) {
   try {
     keepResult((exportsOf[name] as (...a: unknown[]) => unknown)(...giantArgs));
@@ -293,9 +308,13 @@ while (stats.calls < totalCalls) {
     call(name, () => fn(...argList));
   } else if (roll < 0.95) {
     const method = pick(Object.keys(METHODS));
-    const target = chance(0.93) ? handle() : anyValue();
+    const target = chance(0.1) ? pick(foreign) : chance(0.93) ? handle() : anyValue();
     const argList = METHODS[method]();
     call(`TensorHandle.${method}`, () => TensorHandle.prototype[method].apply(target, argList));
+  } else if (roll < 0.97) {
+    // A module's or optimizer's method on a tensor handle or anything else.
+    const { name, fn } = pick(foreignMethods);
+    call(`foreign.${name}`, () => fn.apply(chance(0.7) ? handle() : anyValue(), Array.from({ length: int(3) }, () => anyValue())));
   } else {
     // The constructor itself, with and without new.
     call('TensorHandle()', () => (chance(0.5) ? new TensorHandle() : TensorHandle()));

@@ -46,12 +46,6 @@ F::CrossEntropyFuncOptions CrossEntropyOptions(const BootstrappedOptions& option
   return ce;
 }
 
-// A clear error for class indices outside [0, C), instead of nll_loss's (a device-side assert on CUDA).
-void CheckTargetsInRange(const PoolCounts& counts, int64_t classes, int64_t ignore_index) {
-  TORCH_CHECK_INDEX(counts.out_of_range == 0, "target holds ", counts.out_of_range, " class index(es) outside [0, ",
-                    classes, ") that are not ignoreIndex (", ignore_index, ")");
-}
-
 // An explicit request for the fused kernel where it does not apply is an error, never a silent fallback.
 void RefuseFused(const BootstrappedOptions& options) {
   TORCH_CHECK(options.impl != Impl::kFused, "impl 'fused' does not apply here: it needs a contiguous float32 CPU "
@@ -82,12 +76,13 @@ BootstrappedResult bootstrapped_cross_entropy(const at::Tensor& input, const at:
   }
 
   const at::Tensor target = IndexTarget(raw_target);
+  // The fused kernel counts the pool (and range-checks the labels) in its own first pass.
+  if (FusedApplies(input, target, options)) return FusedBootstrappedCrossEntropy(input, target, options);
+  RefuseFused(options);
   // One host read: the valid counts, plus the count of out-of-range targets, so that a bad target is a
   // clear error instead of a device-side assert on CUDA.
   const PoolCounts counts = CountPool(target, options.ignore_index, classes, options.per_sample);
-  CheckTargetsInRange(counts, classes, options.ignore_index);
-  if (FusedApplies(input, target, options)) return FusedBootstrappedCrossEntropy(input, target, options, counts);
-  RefuseFused(options);
+  CheckTargetsInRange(counts.out_of_range, classes, options.ignore_index);
 
   at::Tensor losses = F::cross_entropy(input, target, CrossEntropyOptions(options, false));
   Pool pool = PoolOf(losses);
@@ -145,7 +140,7 @@ at::Tensor cross_entropy(const at::Tensor& input, const at::Tensor& raw_target, 
   if (probabilities) return F::cross_entropy(input, raw_target, ce);
   const at::Tensor target = IndexTarget(raw_target);
   const PoolCounts counts = CountPool(target, options.ignore_index, input.size(1), false);
-  CheckTargetsInRange(counts, input.size(1), options.ignore_index);
+  CheckTargetsInRange(counts.out_of_range, input.size(1), options.ignore_index);
   return F::cross_entropy(input, target, ce);
 }
 

@@ -2,16 +2,19 @@
 // the shared performance notes (shared/notes/performance-notes.md) section 3 for the design.
 //
 // Data flow for an input viewed as (N, C, S), P = N * S pixels:
-//   forward  1. per pixel: max, sum of exp, loss = w[y] * ((max - x[y]) + log(sum)), written to a P-float vector,
-//               and a histogram of the top 16 bits of each valid loss's order-preserving key;
-//            2. histogram of the low 16 bits among the keys in the bucket that holds the k-th largest;
-//            3. one pass that marks exactly k pixels in a P-byte mask and sums their losses (and weights) in double.
+//   forward  1. per pixel: max, sum of exp, loss = w[y] * ((max - x[y]) + log(sum)), written to a P-float vector;
+//               the valid and out-of-range labels are counted (no separate pass over the labels), and a histogram
+//               of the top 16 bits of each valid loss's order-preserving key is kept;
+//            2. one pass over the losses sums those above the bucket that holds the k-th largest and lists the
+//               pixels inside it; the exact k-th key and the ties are settled on that short list, and ties not
+//               taken are overwritten as ignored, so that "selected" is simply Key(loss) >= the k-th key.
 //   backward recomputes max and sum of exp for the selected pixels only and writes (softmax - onehot) * scale
 //            for them and zeros elsewhere; runs without a selected pixel are zero-filled without reading logits.
-// Saved for backward: the input, target and weight (references, no copies) and the mask.
-// Pools under 65536 pixels skip the histograms and select with nth_element. Work is split over
+// Saved for backward: the input, target and weight (references, no copies) and the loss vector.
+// Pools under 65536 pixels skip the histogram and select with nth_element. Work is split over
 // at::get_num_threads() std::threads (see ParallelFor for why not at::parallel_for).
-// Extra memory: forward 5P bytes (losses, freed on return, and the mask, kept for backward); backward the gradient.
+// Extra memory: 4P bytes (the loss vector, kept for backward) and the candidate list (8 bytes per pixel in the
+// k-th loss's bucket, usually a small fraction); backward the gradient.
 // Gradients of 32 MB and more live in blocks that are kept, one at most, for the next backward of the same size
 // once freed (GradientBlockCache), so a training loop does not pay the page faults of a fresh gradient each step.
 #include "loss/fused_ce_cpu.h"
@@ -38,6 +41,19 @@
 #endif
 #if defined(__SSE2__)
 #include <emmintrin.h>
+#endif
+
+// Phase times on stderr, for tuning: build with -DBCE_PHASE_TIMING (docs/performance.md says how).
+#ifdef BCE_PHASE_TIMING
+#include <chrono>
+#include <cstdio>
+#define BCE_PHASE_START() auto bce_phase_t0 = std::chrono::steady_clock::now()
+#define BCE_PHASE(name) do { auto now = std::chrono::steady_clock::now(); \
+  std::fprintf(stderr, "  %s %.2f ms\n", name, std::chrono::duration<double, std::milli>(now - bce_phase_t0).count()); \
+  bce_phase_t0 = now; } while (0)
+#else
+#define BCE_PHASE_START() (void)0
+#define BCE_PHASE(name) (void)0
 #endif
 
 namespace bce {
@@ -224,7 +240,8 @@ const float kCanonicalNaN = std::numeric_limits<float>::quiet_NaN();
 
 inline uint32_t Key(float value) {
   const uint32_t bits = FloatToBits(value);
-  return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+  // Branch-free form of (negative ? ~bits : bits | sign bit), so that loops over keys vectorise.
+  return bits ^ (static_cast<uint32_t>(static_cast<int32_t>(bits) >> 31) | 0x80000000u);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -437,7 +454,7 @@ float ExactLogSumExp(const float* logits, int64_t classes, int64_t class_stride)
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Forward pass 1: losses and the histogram of their keys' top digit.
+// Forward pass 1: losses, the valid-pixel count and the histogram of the loss keys' top digit.
 
 struct LossInputs {
   const float* logits;
@@ -448,25 +465,37 @@ struct LossInputs {
 
 using Histogram = std::vector<uint64_t>;
 
-void AddHistogram(Histogram& total, const std::vector<uint32_t>& part, std::mutex& lock) {
-  std::lock_guard<std::mutex> guard(lock);
-  for (uint32_t b = 0; b < kDigitBuckets; ++b) total[b] += part[b];
-}
+// What pass 1 learns besides the losses.
+struct LossPassResult {
+  Histogram top_histogram;   // of the valid losses' top key digits; empty for small pools
+  int64_t valid = 0;         // pixels whose label is not ignore_index and in [0, C)
+  int64_t out_of_range = 0;  // pixels whose label is neither ignore_index nor in [0, C): an error for the caller
+};
 
-// Writes the run's losses and, unless `histogram` is null, counts their top key digits into it.
+struct PassCounts {
+  int64_t valid = 0;
+  int64_t out_of_range = 0;
+};
+
+// Writes the run's losses (kIgnoredLoss for ignored and out-of-range labels), counts its valid and out-of-range
+// labels, and, unless `histogram` is null, counts the valid losses' top key digits into it. Counting here saves
+// the separate pass over the labels that the reference path makes (CountPool).
 void RunLosses(const RunPlan& plan, const PixelRun& run, const LossInputs& in, RunScratch& scratch, float* losses,
-               uint32_t* histogram) {
+               uint32_t* histogram, PassCounts& counts) {
   const float* logits = in.logits + run.logit_offset;
   const bool run_has_nan = RunSoftmaxStats(plan, logits, run.length, /*keep_exps=*/false, scratch);
   float* __restrict log_sum = scratch.per_pixel.data();
   LogOfSums(scratch.sum_exp.data(), run.length, log_sum);
+  const uint64_t classes = static_cast<uint64_t>(plan.classes());
   for (int64_t j = 0; j < run.length; ++j) {
     const int64_t pixel = run.first_pixel + j;
     const int64_t label = in.target[pixel];
-    if (label == in.ignore_index) {
+    if (label == in.ignore_index || static_cast<uint64_t>(label) >= classes) {
+      counts.out_of_range += label == in.ignore_index ? 0 : 1;
       losses[pixel] = kIgnoredLoss;
       continue;
     }
+    ++counts.valid;
     const float label_logit = scratch.values[label * run.length + j];
     // (max - x[y]) and log(sum) are both >= 0, so the loss is never a tiny negative number.
     float loss = NeedsExactPath(run_has_nan, scratch, j)
@@ -480,30 +509,46 @@ void RunLosses(const RunPlan& plan, const PixelRun& run, const LossInputs& in, R
   }
 }
 
-// Writes every pixel's loss; returns the histogram of the top key digits when `with_histogram`, else an empty one.
-Histogram ComputeLosses(const RunPlan& plan, const LossInputs& in, bool with_histogram, float* losses) {
-  Histogram histogram(with_histogram ? kDigitBuckets : 0, 0);
+// Writes every pixel's loss and counts the pool; the histogram only when `with_histogram`.
+LossPassResult ComputeLosses(const RunPlan& plan, const LossInputs& in, bool with_histogram, float* losses) {
+  LossPassResult result;
+  result.top_histogram.assign(with_histogram ? kDigitBuckets : 0, 0);
   std::mutex lock;
   ParallelForPieces(0, plan.runs(), plan.grain(), [&](PieceQueue& queue) {
     RunScratch scratch(plan);
     std::vector<uint32_t> local(with_histogram ? kDigitBuckets : 0, 0);
-    uint32_t* counts = with_histogram ? local.data() : nullptr;
+    uint32_t* histogram = with_histogram ? local.data() : nullptr;
+    PassCounts counts;
     int64_t begin = 0, end = 0;
     while (queue.Take(&begin, &end)) {
-      for (int64_t r = begin; r < end; ++r) RunLosses(plan, plan.run(r), in, scratch, losses, counts);
+      for (int64_t r = begin; r < end; ++r) RunLosses(plan, plan.run(r), in, scratch, losses, histogram, counts);
     }
-    if (with_histogram) AddHistogram(histogram, local, lock);
+    std::lock_guard<std::mutex> guard(lock);
+    for (size_t b = 0; b < local.size(); ++b) result.top_histogram[b] += local[b];
+    result.valid += counts.valid;
+    result.out_of_range += counts.out_of_range;
   });
-  return histogram;
+  return result;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Forward pass 2: the exact k-th largest key.
+// Forward pass 2: exactly the k largest losses, their sum, and a loss vector that backward can read the
+// selection from.
+//
+// The k-th largest key is found by two 16-bit digits. Pass 1 gave the histogram of the top digit, so the bucket
+// holding the k-th largest is known; one pass over the losses then sums every loss above that bucket (selected
+// for sure) and lists the pixels inside it, the candidates (typically a small fraction: a bucket spans 1/128 of
+// an octave). The low digit and the ties are settled on the candidates alone. Selection is then simply
+// Key(loss) >= threshold key: candidates below the threshold already fail it, and threshold ties that are not
+// taken get kIgnoredLoss written over their loss, so backward needs neither a mask nor the tie rule.
+//
+// Ties are taken in pixel order, and the double sums are formed per fixed block of pixels and added in block
+// order, so the result does not depend on the thread count.
 
-struct Threshold {
-  uint32_t key = 0;          // the k-th largest key
-  int64_t ties_total = 0;    // valid pixels whose key equals it
-  int64_t ties_to_take = 0;  // how many of those are selected (1..ties_total), the rest of k being above it
+struct Selection {
+  uint32_t key = 0;  // the k-th largest key: a pixel is selected iff Key(its loss) >= key, after the tie fix-up
+  double loss_sum = 0.0;
+  double weight_sum = 0.0;  // sum of w[y] over the selected pixels (0 when unweighted)
 };
 
 struct BucketPick {
@@ -514,7 +559,7 @@ struct BucketPick {
 // The bucket holding the `rank`-th largest element (rank >= 1) of a histogram, walking down from the top.
 BucketPick PickBucket(const Histogram& histogram, int64_t rank) {
   int64_t above = 0;
-  for (uint32_t b = kDigitBuckets; b-- > 0;) {
+  for (uint32_t b = static_cast<uint32_t>(histogram.size()); b-- > 0;) {
     const int64_t count = static_cast<int64_t>(histogram[b]);
     if (above + count >= rank) return {b, above};
     above += count;
@@ -523,124 +568,129 @@ BucketPick PickBucket(const Histogram& histogram, int64_t rank) {
   return {};
 }
 
-// Histogram of the low digit of the keys whose top digit is `top`.
-Histogram LowDigitHistogram(const float* losses, int64_t pixels, uint32_t top) {
-  Histogram histogram(kDigitBuckets, 0);
-  std::mutex lock;
-  ParallelFor(0, pixels, kBlockPixels, [&](int64_t begin, int64_t end) {
-    std::vector<uint32_t> local(kDigitBuckets, 0);
-    for (int64_t i = begin; i < end; ++i) {
-      const uint32_t key = Key(losses[i]);
-      if ((key >> kDigitBits) == top) ++local[key & (kDigitBuckets - 1)];
-    }
-    AddHistogram(histogram, local, lock);
-  });
-  return histogram;
-}
-
-// Small pools: the histograms (65536 buckets each) would cost more than the pool itself, so take the k-th largest
-// key with nth_element on a copy of the valid keys.
-bool UseHistogramSelect(int64_t pixels) { return pixels >= kHistogramSelectMinPixels; }
-
-Threshold FindThresholdByPartition(const float* losses, int64_t pixels, int64_t k) {
-  std::vector<uint32_t> keys;
-  keys.reserve(pixels);
-  for (int64_t i = 0; i < pixels; ++i) {
-    const uint32_t key = Key(losses[i]);
-    if (key != 0) keys.push_back(key);  // 0: ignored pixel
-  }
-  TORCH_CHECK(static_cast<int64_t>(keys.size()) >= k, "fused bootstrapped CE: selection found fewer than ", k,
-              " valid pixels (internal error)");
-  std::nth_element(keys.begin(), keys.begin() + (k - 1), keys.end(), std::greater<uint32_t>());
-  Threshold threshold;
-  threshold.key = keys[k - 1];
-  int64_t above = 0;
-  for (uint32_t key : keys) {
-    above += key > threshold.key ? 1 : 0;
-    threshold.ties_total += key == threshold.key ? 1 : 0;
-  }
-  threshold.ties_to_take = k - above;
-  return threshold;
-}
-
-Threshold FindThreshold(const float* losses, int64_t pixels, const Histogram& top_histogram, int64_t k) {
-  if (!UseHistogramSelect(pixels)) return FindThresholdByPartition(losses, pixels, k);
-  const BucketPick top = PickBucket(top_histogram, k);
-  const Histogram low_histogram = LowDigitHistogram(losses, pixels, top.bucket);
-  const BucketPick low = PickBucket(low_histogram, k - top.above);
-  Threshold threshold;
-  threshold.key = (top.bucket << kDigitBits) | low.bucket;
-  threshold.ties_total = static_cast<int64_t>(low_histogram[low.bucket]);
-  threshold.ties_to_take = k - top.above - low.above;
-  return threshold;
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Forward pass 3: the mask of exactly k pixels and the reduction.
-
 int64_t BlockCount(int64_t pixels) { return (pixels + kBlockPixels - 1) / kBlockPixels; }
 
-// How many threshold ties each block may select: all of them when every tie is selected, else the first
-// ties_to_take in pixel order.
-std::vector<int64_t> TieAllowance(const float* losses, int64_t pixels, const Threshold& threshold) {
-  const int64_t blocks = BlockCount(pixels);
-  if (threshold.ties_to_take == threshold.ties_total) {
-    return std::vector<int64_t>(blocks, std::numeric_limits<int64_t>::max());
-  }
-  std::vector<int64_t> ties(blocks, 0);
-  ParallelFor(0, blocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      const int64_t stop = std::min(pixels, (b + 1) * kBlockPixels);
-      int64_t count = 0;
-      for (int64_t i = b * kBlockPixels; i < stop; ++i) count += Key(losses[i]) == threshold.key ? 1 : 0;
-      ties[b] = count;
-    }
-  });
-  int64_t remaining = threshold.ties_to_take;
-  for (int64_t& allowance : ties) {
-    allowance = std::min(allowance, remaining);
-    remaining -= allowance;
-  }
-  return ties;
+inline double WeightOf(const LossInputs& in, int64_t pixel) {
+  return in.weight != nullptr ? static_cast<double>(in.weight[in.target[pixel]]) : 0.0;
 }
 
-struct Reduced {
+// Settles the candidates (pixels in increasing order whose keys lie in [lowest, highest], `rank` of the k still to
+// be chosen among them): finds the threshold key, adds the selected candidates to `selection`, and overwrites the
+// threshold ties that are not taken with kIgnoredLoss.
+void SettleCandidates(const std::vector<int64_t>& candidates, int64_t rank, float* losses, const LossInputs& in,
+                      Selection& selection) {
+  TORCH_CHECK(rank >= 1 && static_cast<int64_t>(candidates.size()) >= rank,
+              "fused bootstrapped CE: selection found fewer than ", rank, " candidates (internal error)");
+  std::vector<uint32_t> keys(candidates.size());
+  for (size_t i = 0; i < candidates.size(); ++i) keys[i] = Key(losses[candidates[i]]);
+  std::vector<uint32_t> ranked(keys);
+  std::nth_element(ranked.begin(), ranked.begin() + (rank - 1), ranked.end(), std::greater<uint32_t>());
+  const uint32_t threshold = ranked[rank - 1];
+  int64_t above = 0;
+  for (uint32_t key : keys) above += key > threshold ? 1 : 0;
+  int64_t ties_to_take = rank - above;
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    const int64_t pixel = candidates[i];
+    bool selected = keys[i] > threshold;
+    if (keys[i] == threshold) {
+      selected = ties_to_take > 0;
+      ties_to_take -= selected ? 1 : 0;
+      if (!selected) losses[pixel] = kIgnoredLoss;
+    }
+    if (selected) {
+      selection.loss_sum += static_cast<double>(losses[pixel]);
+      selection.weight_sum += WeightOf(in, pixel);
+    }
+  }
+  selection.key = threshold;
+}
+
+// Small pools: every valid pixel is a candidate.
+Selection SelectByPartition(float* losses, int64_t pixels, int64_t k, const LossInputs& in) {
+  std::vector<int64_t> candidates;
+  candidates.reserve(pixels);
+  for (int64_t i = 0; i < pixels; ++i) {
+    if (Key(losses[i]) != 0) candidates.push_back(i);  // 0: ignored pixel
+  }
+  Selection selection;
+  SettleCandidates(candidates, k, losses, in, selection);
+  return selection;
+}
+
+// What one block of pixels contributes: the sums of its losses above the candidate bucket, and its candidates.
+struct BlockPart {
   double loss_sum = 0.0;
-  double weight_sum = 0.0;  // sum of w[y] over the selected pixels (0 when unweighted)
+  double weight_sum = 0.0;
+  std::vector<int64_t> candidates;
 };
 
-// Marks the selected pixels in `mask` and sums their losses and class weights.
-Reduced MarkSelected(const float* losses, int64_t pixels, const Threshold& threshold, const LossInputs& in,
-                     uint8_t* mask) {
-  const std::vector<int64_t> allowance = TieAllowance(losses, pixels, threshold);
-  const int64_t blocks = BlockCount(pixels);
-  std::vector<Reduced> partial(blocks);
-  ParallelFor(0, blocks, 1, [&](int64_t begin, int64_t end) {
+constexpr int kSumLanes = 8;
+
+// Adds the losses of [begin, end) whose top key digit is above `bucket` (and their weights) into per-lane sums:
+// lanes instead of one running sum so that the loop vectorises and the additions do not wait on one another.
+// Selects, not branches: about p of the pixels are above, in no predictable order.
+void SumAboveBucket(const float* __restrict losses, int64_t begin, int64_t end, uint32_t bucket, const LossInputs& in,
+                    double* __restrict loss_lanes, double* __restrict weight_lanes) {
+  int64_t i = begin;
+  for (; i + kSumLanes <= end; i += kSumLanes) {
+    for (int lane = 0; lane < kSumLanes; ++lane) {
+      const float loss = losses[i + lane];
+      // An integer select (a float one would be a branch): the loss itself above the bucket, else +0.
+      const uint32_t keep = (Key(loss) >> kDigitBits) > bucket ? 0xffffffffu : 0u;
+      loss_lanes[lane] += static_cast<double>(BitsToFloat(FloatToBits(loss) & keep));
+    }
+  }
+  for (; i < end; ++i) loss_lanes[0] += (Key(losses[i]) >> kDigitBits) > bucket ? static_cast<double>(losses[i]) : 0.0;
+  if (in.weight == nullptr) return;
+  for (i = begin; i < end; ++i) {
+    weight_lanes[i % kSumLanes] +=
+        (Key(losses[i]) >> kDigitBits) > bucket ? static_cast<double>(in.weight[in.target[i]]) : 0.0;
+  }
+}
+
+Selection SelectByHistogram(float* losses, int64_t pixels, int64_t k, const Histogram& top_histogram,
+                            const LossInputs& in) {
+  const BucketPick top = PickBucket(top_histogram, k);
+  const uint32_t bucket = top.bucket;
+  std::vector<BlockPart> parts(BlockCount(pixels));
+  ParallelFor(0, static_cast<int64_t>(parts.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
+      BlockPart& part = parts[b];
       const int64_t stop = std::min(pixels, (b + 1) * kBlockPixels);
-      int64_t ties_left = allowance[b];
-      Reduced sums;
+      double loss_lanes[kSumLanes] = {};
+      double weight_lanes[kSumLanes] = {};
+      SumAboveBucket(losses, b * kBlockPixels, stop, bucket, in, loss_lanes, weight_lanes);
       for (int64_t i = b * kBlockPixels; i < stop; ++i) {
-        const uint32_t key = Key(losses[i]);
-        bool selected = key > threshold.key;
-        if (key == threshold.key && ties_left > 0) {
-          selected = true;
-          --ties_left;
-        }
-        mask[i] = selected ? 1 : 0;
-        // A select, not a branch: about a quarter of the pixels are selected, in no predictable order.
-        sums.loss_sum += selected ? static_cast<double>(losses[i]) : 0.0;
-        if (in.weight != nullptr && selected) sums.weight_sum += in.weight[in.target[i]];
+        if ((Key(losses[i]) >> kDigitBits) == bucket) part.candidates.push_back(i);
       }
-      partial[b] = sums;
+      for (int lane = 0; lane < kSumLanes; ++lane) {
+        part.loss_sum += loss_lanes[lane];
+        part.weight_sum += weight_lanes[lane];
+      }
     }
   });
-  Reduced total;
-  for (const Reduced& sums : partial) {
-    total.loss_sum += sums.loss_sum;
-    total.weight_sum += sums.weight_sum;
+  Selection selection;
+  std::vector<int64_t> candidates;
+  size_t candidate_count = 0;
+  for (const BlockPart& part : parts) candidate_count += part.candidates.size();
+  candidates.reserve(candidate_count);
+  for (BlockPart& part : parts) {
+    selection.loss_sum += part.loss_sum;
+    selection.weight_sum += part.weight_sum;
+    candidates.insert(candidates.end(), part.candidates.begin(), part.candidates.end());
+    std::vector<int64_t>().swap(part.candidates);
   }
-  return total;
+  SettleCandidates(candidates, k - top.above, losses, in, selection);
+  return selection;
+}
+
+// Small pools: the histograms (65536 buckets) would cost more than the pool itself.
+bool UseHistogramSelect(int64_t pixels) { return pixels >= kHistogramSelectMinPixels; }
+
+Selection SelectTopK(float* losses, int64_t pixels, int64_t k, const Histogram& top_histogram,
+                     const LossInputs& in) {
+  return UseHistogramSelect(pixels) ? SelectByHistogram(losses, pixels, k, top_histogram, in)
+                                    : SelectByPartition(losses, pixels, k, in);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -790,8 +840,9 @@ void StreamFence() {
 
 struct GradientInputs {
   LossInputs loss;
-  const uint8_t* mask;
-  float scale;  // grad_out / denominator
+  const float* losses;     // forward's loss vector after the tie fix-up
+  uint32_t threshold_key;  // selected iff Key(loss) >= threshold_key
+  float scale;             // grad_out / denominator
 };
 
 void ZeroRun(const RunPlan& plan, const PixelRun& run, float* grad) {
@@ -803,12 +854,12 @@ void ZeroRun(const RunPlan& plan, const PixelRun& run, float* grad) {
 }
 
 // Lists the run's selected pixels in scratch.selected; returns how many there are.
-int64_t ListSelected(const uint8_t* mask, int64_t length, RunScratch& scratch) {
+int64_t ListSelected(const float* losses, uint32_t threshold_key, int64_t length, RunScratch& scratch) {
   int32_t* selected = scratch.selected.data();
   int64_t count = 0;
   for (int64_t j = 0; j < length; ++j) {
     selected[count] = static_cast<int32_t>(j);
-    count += mask[j] ? 1 : 0;  // branch-free: the mask is random at the pixel level
+    count += Key(losses[j]) >= threshold_key ? 1 : 0;  // branch-free: selection is random at the pixel level
   }
   return count;
 }
@@ -897,7 +948,7 @@ void WriteRunGradient(const RunPlan& plan, const PixelRun& run, int64_t count, R
 
 void RunGradient(const RunPlan& plan, const PixelRun& run, const GradientInputs& in, RunScratch& scratch,
                  float* grad) {
-  const int64_t count = ListSelected(in.mask + run.first_pixel, run.length, scratch);
+  const int64_t count = ListSelected(in.losses + run.first_pixel, in.threshold_key, run.length, scratch);
   if (count == 0) {
     ZeroRun(plan, run, grad);
     return;
@@ -928,54 +979,46 @@ LossInputs LossInputsOf(const at::Tensor& input, const at::Tensor& target, const
           ignore_index};
 }
 
+// The autograd node. The forward work (both passes) is done before apply(), because it decides k and may throw
+// for out-of-range labels; forward() only records what backward needs and returns the value.
 class FusedCrossEntropyFunction : public torch::autograd::Function<FusedCrossEntropyFunction> {
  public:
   // input: contiguous float32 (N, C, ...); target: contiguous int64; weight: contiguous float32 (C) or none (an
-  // optional, because apply() cannot take an undefined tensor); 1 <= k <= number of valid pixels.
+  // optional, because apply() cannot take an undefined tensor); losses: pass 2's loss vector; threshold_key: the
+  // selection's; value: the loss; denominator: what the selected losses' sum was divided by.
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, const at::Tensor& target,
-                            const c10::optional<at::Tensor>& class_weight, int64_t k, int64_t ignore_index,
-                            bool mean) {
-    const at::Tensor weight = class_weight.has_value() ? *class_weight : at::Tensor();
-    const RunPlan plan(input);
-    const LossInputs in = LossInputsOf(input, target, weight, ignore_index);
-    const int64_t pixels = plan.pixels();
-
-    at::Tensor losses = at::empty({pixels}, input.options());
-    AdviseHugePages(losses.data_ptr(), losses.nbytes());
-    float* loss_data = losses.data_ptr<float>();
-    const Histogram top_histogram = ComputeLosses(plan, in, UseHistogramSelect(pixels), loss_data);
-    const Threshold threshold = FindThreshold(loss_data, pixels, top_histogram, k);
-    at::Tensor mask = at::empty({pixels}, input.options().dtype(at::kByte));
-    const Reduced sums = MarkSelected(loss_data, pixels, threshold, in, mask.data_ptr<uint8_t>());
-
-    double denominator = 1.0;
-    if (mean) denominator = weight.defined() ? sums.weight_sum : static_cast<double>(k);
+                            const c10::optional<at::Tensor>& class_weight, const at::Tensor& losses,
+                            int64_t threshold_key, double value, double denominator) {
     ctx->save_for_backward({input, target});
-    if (weight.defined()) ctx->saved_data["weight"] = weight;
-    ctx->saved_data["mask"] = mask;
+    if (class_weight.has_value()) ctx->saved_data["weight"] = *class_weight;
+    ctx->saved_data["losses"] = losses;
+    ctx->saved_data["threshold_key"] = threshold_key;
     ctx->saved_data["denominator"] = denominator;
-    return at::scalar_tensor(sums.loss_sum / denominator, input.options());
+    return at::scalar_tensor(value, input.options());
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
     // One entry per forward argument; only the input gets a gradient.
-    torch::autograd::variable_list grads(6);
+    torch::autograd::variable_list grads(7);
     const at::Tensor& grad_output = grad_outputs[0];
     if (!grad_output.defined()) return grads;
     const torch::autograd::variable_list saved = ctx->get_saved_variables();
     const at::Tensor& input = saved[0];
-    const at::Tensor mask = ctx->saved_data["mask"].toTensor();
+    const at::Tensor losses = ctx->saved_data["losses"].toTensor();
     const RunPlan plan(input);
     GradientInputs in;
     const auto weight = ctx->saved_data.find("weight");
-    // The mask already excludes ignored pixels, so backward needs no ignore_index.
+    // The loss vector already excludes ignored pixels, so backward needs no ignore_index.
     in.loss = LossInputsOf(input, saved[1], weight == ctx->saved_data.end() ? at::Tensor() : weight->second.toTensor(),
                            /*ignore_index=*/0);
-    in.mask = mask.data_ptr<uint8_t>();
+    in.losses = losses.data_ptr<float>();
+    in.threshold_key = static_cast<uint32_t>(ctx->saved_data["threshold_key"].toInt());
     in.scale = static_cast<float>(grad_output.item<double>() / ctx->saved_data["denominator"].toDouble());
+    BCE_PHASE_START();
     at::Tensor grad_input = EmptyLike(input);
     ComputeGradient(plan, in, grad_input.data_ptr<float>());
+    BCE_PHASE("backward");
     grads[0] = grad_input;
     return grads;
   }
@@ -1002,20 +1045,42 @@ bool FusedApplies(const at::Tensor& input, const at::Tensor& target, const Boots
   return true;
 }
 
-BootstrappedResult FusedBootstrappedCrossEntropy(const at::Tensor& input, const at::Tensor& target,
-                                                 const BootstrappedOptions& options, const PoolCounts& counts) {
+BootstrappedResult FusedBootstrappedCrossEntropy(const at::Tensor& input, const at::Tensor& raw_target,
+                                                 const BootstrappedOptions& options) {
+  const at::Tensor target = raw_target.contiguous();
+  const at::Tensor weight = options.weight.defined() ? options.weight.contiguous() : at::Tensor();
+  const RunPlan plan(input);
+  const LossInputs in = LossInputsOf(input, target, weight, options.ignore_index);
+  const int64_t pixels = plan.pixels();
+
+  BCE_PHASE_START();
+  // Pass 1. The loss vector is detached data: gradients come from backward, which recomputes the softmax.
+  at::Tensor losses = at::empty({pixels}, input.options().requires_grad(false));
+  AdviseHugePages(losses.data_ptr(), losses.nbytes());
+  float* loss_data = losses.data_ptr<float>();
+  const LossPassResult pass = ComputeLosses(plan, in, UseHistogramSelect(pixels), loss_data);
+  BCE_PHASE("losses");
+  CheckTargetsInRange(pass.out_of_range, plan.classes(), options.ignore_index);
+
   BootstrappedResult result;
   result.fused = true;
-  result.n_valid = counts.total();
+  result.n_valid = pass.valid;
   result.k = KeepCount(options.p, result.n_valid);
   if (result.k == 0) {
     result.loss = ConnectedZero(input);
     return result;
   }
-  const c10::optional<at::Tensor> weight =
-      options.weight.defined() ? c10::optional<at::Tensor>(options.weight.contiguous()) : c10::nullopt;
-  result.loss = FusedCrossEntropyFunction::apply(input, target.contiguous(), weight, result.k, options.ignore_index,
-                                                 options.reduction == Reduction::kMean);
+  // Pass 2.
+  const Selection selection = SelectTopK(loss_data, pixels, result.k, pass.top_histogram, in);
+  BCE_PHASE("select");
+  double denominator = 1.0;
+  if (options.reduction == Reduction::kMean) {
+    denominator = weight.defined() ? selection.weight_sum : static_cast<double>(result.k);
+  }
+  const c10::optional<at::Tensor> optional_weight = weight.defined() ? c10::optional<at::Tensor>(weight) : c10::nullopt;
+  result.loss = FusedCrossEntropyFunction::apply(input, target, optional_weight, losses,
+                                                 static_cast<int64_t>(selection.key),
+                                                 selection.loss_sum / denominator, denominator);
   return result;
 }
 

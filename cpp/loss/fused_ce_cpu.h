@@ -19,9 +19,9 @@ namespace bce {
 // than the reference path from 1x19x32x32 up.
 bool FusedApplies(const at::Tensor& input, const at::Tensor& target, const BootstrappedOptions& options);
 
-// The loss when FusedApplies holds. target: int64 class indices, already range-checked; counts: the valid-pixel
-// count in one entry (batch scope).
+// The loss when FusedApplies holds. target: int64 class indices; the kernel counts the pool itself and throws
+// c10::IndexError, as CheckTargetsInRange does, for labels outside [0, C) that are not ignore_index.
 BootstrappedResult FusedBootstrappedCrossEntropy(const at::Tensor& input, const at::Tensor& target,
-                                                 const BootstrappedOptions& options, const PoolCounts& counts);
+                                                 const BootstrappedOptions& options);
 
 }  // namespace bce

@@ -60,6 +60,11 @@ PoolCounts CountPool(const at::Tensor& target, int64_t ignore_index, int64_t cla
                                   : CountOnDevice(target, ignore_index, classes, per_sample);
 }
 
+void CheckTargetsInRange(int64_t out_of_range, int64_t classes, int64_t ignore_index) {
+  TORCH_CHECK_INDEX(out_of_range == 0, "target holds ", out_of_range, " class index(es) outside [0, ", classes,
+                    ") that are not ignoreIndex (", ignore_index, ")");
+}
+
 Pool PoolOf(const at::Tensor& losses) {
   Pool pool;
   pool.losses = losses;

@@ -21,6 +21,10 @@ struct PoolCounts {
 // the labels, on other devices with tensor ops and a single read back to the host.
 PoolCounts CountPool(const at::Tensor& target, int64_t ignore_index, int64_t classes, bool per_sample);
 
+// A clear error (c10::IndexError) for class indices outside [0, C), instead of nll_loss's (a device-side assert
+// on CUDA).
+void CheckTargetsInRange(int64_t out_of_range, int64_t classes, int64_t ignore_index);
+
 struct Pool {
   at::Tensor losses;              // per element, differentiable
   at::Tensor ignored;             // bool, shaped like losses; undefined when no element is ignored

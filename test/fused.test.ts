@@ -1,0 +1,172 @@
+/**
+ * The fused CPU kernel on pools of 65,536 pixels and more, where it selects with histograms over the loss bits
+ * instead of nth_element (smaller pools, covered by loss.test.ts and the parity suite). Checked against
+ * cross-entropy computed in JavaScript (test/helpers/reference.ts) from the same float32 logits, in float64.
+ */
+import * as bce from '../lib';
+import { keepCount, pixelLosses, prng } from './helpers/reference';
+
+const IGNORE = 255;
+
+interface Case {
+  logits: number[][][]; // [n][c][s], float32 values
+  target: number[][]; // [n][s]
+  weight?: number[];
+}
+
+function tensors({ logits, target }: Case) {
+  const N = logits.length;
+  const C = logits[0].length;
+  const S = logits[0][0].length;
+  const input = bce.tensor(logits.flat(2), { shape: [N, C, S], dtype: 'float32', requiresGrad: true });
+  const t = bce.tensor(target.flat(), { shape: [N, S], dtype: 'int64' });
+  return { input, t, N, C, S };
+}
+
+/** Per-pixel softmax [n][s][c] in float64. */
+function softmax(logits: number[][][]): number[][][] {
+  return logits.map((sample) => {
+    const S = sample[0].length;
+    const out: number[][] = [];
+    for (let s = 0; s < S; s++) {
+      const column = sample.map((row) => row[s]);
+      const max = Math.max(...column);
+      const exps = column.map((x) => Math.exp(x - max));
+      const sum = exps.reduce((a, b) => a + b, 0);
+      out.push(exps.map((e) => e / sum));
+    }
+    return out;
+  });
+}
+
+/** Runs the fused kernel ('mean') and returns its loss, k, and which pixels received a gradient. */
+function runFused(c: Case, p: number) {
+  const { input, t, N, C, S } = tensors(c);
+  const weight = c.weight ? bce.tensor(c.weight, { dtype: 'float32' }) : undefined;
+  const result = bce.bootstrappedCrossEntropyWithStats(input, t, 0, p, { impl: 'fused', ignoreIndex: IGNORE, weight });
+  expect(result.fused).toBe(true);
+  result.loss.backward();
+  const grad = input.grad!.toArray() as Float32Array;
+  const selected: number[] = []; // flat pixel indices n * S + s
+  for (let n = 0; n < N; n++) {
+    for (let s = 0; s < S; s++) {
+      let any = false;
+      for (let cls = 0; cls < C; cls++) any ||= grad[(n * C + cls) * S + s] !== 0;
+      if (any) selected.push(n * S + s);
+    }
+  }
+  return { loss: result.loss.item(), k: result.k, nValid: result.nValid, grad, selected, N, C, S };
+}
+
+/** Expected selection: the k largest valid losses, ties in pixel order. */
+function expectedSelection(losses: number[], valid: boolean[], k: number) {
+  const order = losses
+    .map((v, i) => ({ v, i }))
+    .filter(({ i }) => valid[i])
+    .sort((a, b) => b.v - a.v || a.i - b.i);
+  return { chosen: order.slice(0, k).map(({ i }) => i), kth: order[k - 1].v };
+}
+
+function randomCase(seed: number, N: number, C: number, S: number, draw: (random: () => number) => number, ignored: number, weight?: number[]): Case {
+  const random = prng(seed);
+  const logits = Array.from({ length: N }, () => Array.from({ length: C }, () => Array.from({ length: S }, () => Math.fround(draw(random)))));
+  const target = Array.from({ length: N }, () => Array.from({ length: S }, () => (random() < ignored ? IGNORE : Math.floor(random() * C))));
+  return { logits, target, weight };
+}
+
+describe('fused kernel, histogram select (pools of 65,536 pixels and more)', () => {
+  test('continuous logits, ignored pixels and class weights: loss, k and the gradient of each selected pixel', () => {
+    const weight = [0.5, 2, 1, 3];
+    const c = randomCase(21, 2, 4, 40000, (random) => random() * 8 - 4, 0.1, weight);
+    const p = 0.2;
+    const got = runFused(c, p);
+    const losses = pixelLosses(c.logits, c.target, { weight, ignoreIndex: IGNORE }).flat();
+    const labels = c.target.flat();
+    const valid = labels.map((y) => y !== IGNORE);
+    const n = valid.filter(Boolean).length;
+    const k = keepCount(p, n);
+    expect(got.nValid).toBe(n);
+    expect(got.k).toBe(k);
+    expect(got.selected).toHaveLength(k);
+
+    const { chosen, kth } = expectedSelection(losses, valid, k);
+    const sum = chosen.reduce((acc, i) => acc + losses[i], 0);
+    const denominator = chosen.reduce((acc, i) => acc + weight[labels[i]], 0);
+    expect(Math.abs(got.loss - sum / denominator)).toBeLessThan(1e-5 * (sum / denominator));
+
+    // Same set, except that float32 may order losses within rounding of the k-th differently.
+    const expectedSet = new Set(chosen);
+    const near = (i: number) => Math.abs(losses[i] - kth) < 1e-5 * kth;
+    for (const i of got.selected) expect(expectedSet.has(i) || near(i)).toBe(true);
+
+    // Each selected pixel's gradient column: (softmax - onehot) * w[y] / sum of selected weights.
+    const probs = softmax(c.logits);
+    let worst = 0;
+    for (const i of got.selected) {
+      const nIdx = Math.floor(i / got.S);
+      const s = i % got.S;
+      const y = labels[i];
+      for (let cls = 0; cls < got.C; cls++) {
+        const expected = (probs[nIdx][s][cls] - (cls === y ? 1 : 0)) * weight[y] / denominator;
+        worst = Math.max(worst, Math.abs(got.grad[(nIdx * got.C + cls) * got.S + s] - expected));
+      }
+    }
+    expect(worst).toBeLessThan(1e-6 / denominator);
+  });
+
+  test('heavy ties at the k-th loss: exactly k pixels, ties taken in pixel order, the sum of the k largest', () => {
+    // Every pixel copies one of 6 templates (a logit column and a label): 6 distinct losses, each shared,
+    // bit for bit, by about 11,000 pixels. (Logits such as 0/1 would not do: (1, 0, 0) and (0, 0, 1) give the
+    // same loss mathematically but sums of exps added in another order, one float32 ulp apart.)
+    const random = prng(22);
+    const C = 3;
+    const S = 70000;
+    const templates = Array.from({ length: 6 }, () => ({
+      column: Array.from({ length: C }, () => Math.fround(random() * 6 - 3)),
+      label: Math.floor(random() * C),
+    }));
+    const pick = Array.from({ length: S }, () => (random() < 0.05 ? -1 : Math.floor(random() * templates.length)));
+    const c: Case = {
+      logits: [Array.from({ length: C }, (_, cls) => pick.map((t) => (t < 0 ? 0 : templates[t].column[cls])))],
+      target: [pick.map((t) => (t < 0 ? IGNORE : templates[t].label))],
+    };
+    const losses = pixelLosses(c.logits, c.target, { ignoreIndex: IGNORE }).flat();
+    const valid = c.target.flat().map((y) => y !== IGNORE);
+    expect(new Set(losses.filter((_, i) => valid[i])).size).toBe(templates.length);
+    for (const p of [0.15, 0.5, 0.93]) {
+      const got = runFused(c, p);
+      const k = keepCount(p, valid.filter(Boolean).length);
+      expect(got.k).toBe(k);
+      const { chosen } = expectedSelection(losses, valid, k);
+      expect(got.selected).toEqual([...chosen].sort((a, b) => a - b));
+      const mean = chosen.reduce((acc, i) => acc + losses[i], 0) / k;
+      expect(Math.abs(got.loss - mean)).toBeLessThan(1e-6 * mean);
+    }
+  });
+
+  test('every loss equal (all logits 0): k pixels from the first, loss log(C)', () => {
+    const c = randomCase(23, 1, 5, 66000, () => 0, 0);
+    const got = runFused(c, 0.3);
+    const k = keepCount(0.3, 66000);
+    expect(got.selected).toEqual(Array.from({ length: k }, (_, i) => i));
+    expect(Math.abs(got.loss - Math.log(5))).toBeLessThan(1e-6);
+  });
+
+  test('a label outside [0, C) is a RangeError naming the count, as on the reference path', () => {
+    const c = randomCase(24, 1, 3, 70000, (random) => random(), 0);
+    c.target[0][12345] = 7;
+    c.target[0][54321] = -1;
+    const { input, t } = tensors(c);
+    for (const impl of ['fused', 'reference'] as const) {
+      let error: Error | undefined;
+      try {
+        bce.bootstrappedCrossEntropy(input, t, 0, 0.5, { impl, ignoreIndex: IGNORE });
+      } catch (e) {
+        error = e as Error;
+      }
+      // By name: the addon's errors come from Node's realm, not the test sandbox's.
+      expect(error?.name).toBe('RangeError');
+      expect(error?.message).toMatch(/target holds 2 class index\(es\) outside \[0, 3\)/);
+    }
+  });
+});

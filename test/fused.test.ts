@@ -169,4 +169,55 @@ describe('fused kernel, histogram select (pools of 65,536 pixels and more)', () 
       expect(error?.message).toMatch(/target holds 2 class index\(es\) outside \[0, 3\)/);
     }
   });
+
+  test('non-finite logits match the reference path (PyTorch), NaN gradient for an ignored NaN pixel included', () => {
+    // 4096 pixels of 4 classes. Pixel 100 has a -inf logit in a class other than its label (finite loss); pixel
+    // 200 is ignored with a NaN logit (no effect on the loss; a NaN gradient column, as PyTorch's 0 * NaN gives);
+    // per variant, pixel 300 has a NaN logit or pixel 400 a +inf one (NaN loss, selected first, as in PyTorch).
+    const random = prng(25);
+    const C = 4;
+    const S = 4096;
+    const base = Array.from({ length: C }, () => Array.from({ length: S }, () => Math.fround(random() * 6 - 3)));
+    const target = Array.from({ length: S }, () => Math.floor(random() * C));
+    target[100] = 0;
+    base[2][100] = -Infinity;
+    target[200] = IGNORE;
+    base[1][200] = NaN;
+    const variants: Array<[string, (logits: number[][]) => void]> = [
+      ['finite losses', () => undefined],
+      ['NaN logit', (logits) => { logits[3][300] = NaN; }],
+      ['+inf logit', (logits) => { logits[0][400] = Infinity; }],
+    ];
+    for (const [, change] of variants) {
+      const logits = base.map((row) => row.slice());
+      change(logits);
+      // Spatial (1, C, S), the vectorised path, and the same pixels as rows of an (S, C) input, the generic one.
+      for (const layout of ['spatial', 'rows'] as const) {
+        const results = (['fused', 'reference'] as const).map((impl) => {
+          const data = layout === 'spatial' ? logits.flat() : Array.from({ length: S * C }, (_, i) => logits[i % C][Math.floor(i / C)]);
+          const shape = layout === 'spatial' ? [1, C, S] : [S, C];
+          const input = bce.tensor(data, { shape, dtype: 'float32', requiresGrad: true });
+          const t = bce.tensor(target, { shape: layout === 'spatial' ? [1, S] : [S], dtype: 'int64' });
+          const r = bce.bootstrappedCrossEntropyWithStats(input, t, 0, 0.5, { impl, ignoreIndex: IGNORE });
+          expect(r.fused).toBe(impl === 'fused');
+          r.loss.backward();
+          return { loss: r.loss.item(), grad: Array.from(input.grad!.toArray() as Float32Array) };
+        });
+        const [fused, reference] = results;
+        if (Number.isNaN(reference.loss)) {
+          expect(fused.loss).toBeNaN();
+        } else {
+          expect(Math.abs(fused.loss - reference.loss)).toBeLessThan(1e-6 * Math.abs(reference.loss));
+        }
+        let mismatches = 0;
+        for (let i = 0; i < fused.grad.length; i++) {
+          const a = fused.grad[i];
+          const b = reference.grad[i];
+          const same = Number.isNaN(b) ? Number.isNaN(a) : Math.abs(a - b) <= 1e-6;
+          if (!same) mismatches++;
+        }
+        expect(mismatches).toBe(0);
+      }
+    }
+  });
 });

@@ -313,6 +313,22 @@ class RunPlan {
 };
 
 // ---------------------------------------------------------------------------------------------------------------
+// Inputs of the passes.
+
+struct LossInputs {
+  const float* logits;
+  const int64_t* target;
+  const float* weight;  // nullptr when unweighted
+  int64_t ignore_index;
+};
+
+// Pass 1's counts of the labels.
+struct PassCounts {
+  int64_t valid = 0;         // not ignore_index and in [0, C)
+  int64_t out_of_range = 0;  // neither ignore_index nor in [0, C)
+};
+
+// ---------------------------------------------------------------------------------------------------------------
 // Blocks: both passes work on blocks of kBlockLanes consecutive pixels, one 64-byte cache line of each class row
 // of a spatial input. A block's C x 16 logits are loaded once from memory into a small class-major array that
 // stays in L1 (1.2 KB for 19 classes), then max, exp and the loss or gradient are computed on it lane by lane:
@@ -321,19 +337,68 @@ class RunPlan {
 // 8x19x512x1024: the forward pass at ~12 GB/s, against ~6 GB/s when whole runs were copied to an L2 scratch first.
 
 constexpr int kBlockLanes = 16;
-// How far ahead, in floats, each class row is prefetched: four cache lines, i.e. four blocks. The C rows are
-// C separate streams, more than the hardware prefetchers follow well.
-constexpr int64_t kPrefetchFloats = 64;
+// How far ahead, in floats, each class row is prefetched: two cache lines, i.e. two blocks. The C rows are C
+// separate streams, more than the hardware prefetchers follow well. (0 to 16 lines ahead measured within noise
+// of one another on the test VM; two was the best of them.)
+constexpr int64_t kPrefetchFloats = 32;
 
-// A block's working arrays, one per thread; lanes past the block's pixel count hold harmless values (logits 0).
+// Pass 1's working arrays for one block, one set per thread; lanes past the block's pixel count hold harmless
+// values (logits 0).
 struct BlockScratch {
   explicit BlockScratch(int64_t classes) : values(classes * kBlockLanes) {}
-  std::vector<float> values;  // class-major: values[c * kBlockLanes + lane]; logits, then exps, then gradients
+  std::vector<float> values;  // class-major logits: values[c * kBlockLanes + lane]
   float max_logit[kBlockLanes];
   float sum_exp[kBlockLanes];
-  float per_lane[kBlockLanes];  // log(sum_exp) in forward, the gradient factor in backward
-  uint32_t selected[kBlockLanes];  // backward: all ones for a selected pixel, else 0
+  float per_lane[kBlockLanes];  // log(sum_exp)
 };
+
+// Whether lane needs the exact path: a NaN logit in the block or a non-finite maximum (the fast exp maps both to 0).
+inline bool NeedsExactPath(bool block_has_nan, const BlockScratch& scratch, int lane) {
+  return block_has_nan || !std::isfinite(scratch.max_logit[lane]);
+}
+
+// log-sum-exp of one pixel's logits with libm and PyTorch's non-finite behaviour (a NaN logit, or a largest logit
+// of +-inf, gives NaN; -inf logits below a finite maximum contribute 0). For the rare pixels the fast path skips.
+float ExactLogSumExp(const float* logits, int64_t classes, int64_t class_stride) {
+  float max_logit = -std::numeric_limits<float>::infinity();
+  for (int64_t c = 0; c < classes; ++c) {
+    const float x = logits[c * class_stride];
+    if (std::isnan(x)) return kCanonicalNaN;
+    max_logit = std::max(max_logit, x);
+  }
+  float sum = 0.0f;
+  for (int64_t c = 0; c < classes; ++c) sum += std::exp(logits[c * class_stride] - max_logit);
+  return max_logit + std::log(sum);
+}
+
+// The per-pixel step of pass 1 for one block, one lane at a time: loss = w[y] * ((max - x[y]) + log(sum)), or
+// kIgnoredLoss for ignored and out-of-range labels (counted); the valid losses' top key digits go into
+// `histogram` unless it is null. Pixels with non-finite logits take libm (NeedsExactPath).
+void ScalarPixelLosses(const RunPlan& plan, const float* logits, int64_t first_pixel, int64_t count,
+                       const LossInputs& in, bool block_has_nan, const BlockScratch& scratch, float* losses,
+                       uint32_t* histogram, PassCounts& counts) {
+  const uint64_t classes = static_cast<uint64_t>(plan.classes());
+  for (int64_t lane = 0; lane < count; ++lane) {
+    const int64_t pixel = first_pixel + lane;
+    const int64_t label = in.target[pixel];
+    if (label == in.ignore_index || static_cast<uint64_t>(label) >= classes) {
+      counts.out_of_range += label == in.ignore_index ? 0 : 1;
+      losses[pixel] = kIgnoredLoss;
+      continue;
+    }
+    ++counts.valid;
+    const float label_logit = scratch.values[label * kBlockLanes + lane];
+    // (max - x[y]) and log(sum) are both >= 0, so the loss is never a tiny negative number.
+    float loss = NeedsExactPath(block_has_nan, scratch, static_cast<int>(lane))
+                     ? ExactLogSumExp(logits + lane * plan.pixel_stride(), plan.classes(), plan.class_stride()) -
+                           label_logit
+                     : (scratch.max_logit[lane] - label_logit) + scratch.per_lane[lane];
+    if (in.weight != nullptr) loss *= in.weight[label];
+    if (std::isnan(loss)) loss = kCanonicalNaN;
+    losses[pixel] = loss;
+    if (histogram != nullptr) ++histogram[Key(loss) >> kDigitBits];
+  }
+}
 
 // Block math, written once as plain loops (GenericBlockMath, any CPU; also the partial blocks at the end of a run)
 // and once with AVX2 + FMA intrinsics (Avx2BlockMath, full blocks of spatial inputs, chosen at run time): GCC
@@ -387,16 +452,11 @@ struct GenericBlockMath {
     for (int lane = 0; lane < kBlockLanes; ++lane) scratch.per_lane[lane] = LogOfPositive(scratch.sum_exp[lane]);
   }
 
-  // values = values * per_lane for selected lanes, +0 elsewhere (an integer mask, so that NaN or Inf exps of
-  // unselected pixels never leak).
-  static BCE_ALWAYS_INLINE void ScaleSelected(int64_t classes, BlockScratch& scratch) {
-    float* __restrict values = scratch.values.data();
-    for (int64_t c = 0; c < classes; ++c) {
-      float* __restrict row = values + c * kBlockLanes;
-      for (int lane = 0; lane < kBlockLanes; ++lane) {
-        row[lane] = BitsToFloat(FloatToBits(row[lane] * scratch.per_lane[lane]) & scratch.selected[lane]);
-      }
-    }
+  static BCE_ALWAYS_INLINE void PixelLosses(const RunPlan& plan, const float* logits, int64_t first_pixel,
+                                            int64_t count, const LossInputs& in, bool block_has_nan,
+                                            const BlockScratch& scratch, float* losses, uint32_t* histogram,
+                                            PassCounts& counts) {
+    ScalarPixelLosses(plan, logits, first_pixel, count, in, block_has_nan, scratch, losses, histogram, counts);
   }
 };
 
@@ -498,40 +558,80 @@ struct Avx2BlockMath {
     _mm256_storeu_ps(scratch.per_lane + 8, Log8OfPositive(_mm256_loadu_ps(scratch.sum_exp + 8)));
   }
 
-  static BCE_TARGET_AVX2 void ScaleSelected(int64_t classes, BlockScratch& scratch) {
-    float* values = scratch.values.data();
-    const __m256 factor0 = _mm256_loadu_ps(scratch.per_lane);
-    const __m256 factor1 = _mm256_loadu_ps(scratch.per_lane + 8);
-    const __m256 keep0 = _mm256_castsi256_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(scratch.selected)));
-    const __m256 keep1 =
-        _mm256_castsi256_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(scratch.selected + 8)));
-    for (int64_t c = 0; c < classes; ++c) {
-      float* row = values + c * kBlockLanes;
-      _mm256_storeu_ps(row, _mm256_and_ps(_mm256_mul_ps(_mm256_loadu_ps(row), factor0), keep0));
-      _mm256_storeu_ps(row + 8, _mm256_and_ps(_mm256_mul_ps(_mm256_loadu_ps(row + 8), factor1), keep1));
+  // ScalarPixelLosses on 16 lanes at once (labels compared as int64, the label's logit and weight gathered);
+  // blocks with a non-finite logit or maximum go to ScalarPixelLosses.
+  static BCE_TARGET_AVX2 void PixelLosses(const RunPlan& plan, const float* logits, int64_t first_pixel,
+                                          int64_t count, const LossInputs& in, bool block_has_nan,
+                                          const BlockScratch& scratch, float* losses, uint32_t* histogram,
+                                          PassCounts& counts) {
+    const __m256 max0 = _mm256_loadu_ps(scratch.max_logit);
+    const __m256 max1 = _mm256_loadu_ps(scratch.max_logit + 8);
+    // max - max is NaN exactly when the maximum is +-inf (or NaN).
+    const __m256 max_not_finite = _mm256_cmp_ps(_mm256_sub_ps(max0, max0), _mm256_sub_ps(max1, max1), _CMP_UNORD_Q);
+    if (block_has_nan || _mm256_movemask_ps(max_not_finite) != 0) {
+      return ScalarPixelLosses(plan, logits, first_pixel, count, in, block_has_nan, scratch, losses, histogram,
+                               counts);
+    }
+    const int64_t* target = in.target + first_pixel;
+    const __m256i ignore = _mm256_set1_epi64x(in.ignore_index);
+    const __m256i classes = _mm256_set1_epi64x(plan.classes());
+    const __m256i minus_one = _mm256_set1_epi64x(-1);
+    uint32_t valid_bits = 0;
+    uint32_t out_of_range_bits = 0;
+    alignas(32) uint32_t keys[kBlockLanes];
+    for (int half = 0; half < 2; ++half) {
+      // Eight int64 labels -> masks, then eight int32 labels (the low halves; only valid ones are used).
+      __m256i valid64[2];
+      __m256i labels64[2];
+      for (int quarter = 0; quarter < 2; ++quarter) {
+        const __m256i label = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(target + half * 8 + quarter * 4));
+        const __m256i ignored = _mm256_cmpeq_epi64(label, ignore);
+        const __m256i in_range =
+            _mm256_and_si256(_mm256_cmpgt_epi64(label, minus_one), _mm256_cmpgt_epi64(classes, label));
+        valid64[quarter] = _mm256_andnot_si256(ignored, in_range);
+        const __m256i out_of_range = _mm256_andnot_si256(ignored, _mm256_xor_si256(in_range, minus_one));
+        out_of_range_bits |= static_cast<uint32_t>(_mm256_movemask_pd(_mm256_castsi256_pd(out_of_range)))
+                             << (half * 8 + quarter * 4);
+        labels64[quarter] = label;
+      }
+      // Low dword of each int64 lane, in order: [a0 a1 a2 a3 b0 b1 b2 b3].
+      const __m256i pick_low = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+      const __m256i label32 = _mm256_permute2x128_si256(_mm256_permutevar8x32_epi32(labels64[0], pick_low),
+                                                        _mm256_permutevar8x32_epi32(labels64[1], pick_low), 0x20);
+      const __m256i valid32 = _mm256_permute2x128_si256(_mm256_permutevar8x32_epi32(valid64[0], pick_low),
+                                                        _mm256_permutevar8x32_epi32(valid64[1], pick_low), 0x20);
+      const __m256 valid = _mm256_castsi256_ps(valid32);
+      valid_bits |= static_cast<uint32_t>(_mm256_movemask_ps(valid)) << (half * 8);
+      // values[label * 16 + lane]: the label's logit, loaded only for valid lanes.
+      const __m256i lane = _mm256_setr_epi32(half * 8, half * 8 + 1, half * 8 + 2, half * 8 + 3, half * 8 + 4,
+                                             half * 8 + 5, half * 8 + 6, half * 8 + 7);
+      const __m256i index = _mm256_add_epi32(_mm256_slli_epi32(label32, 4), lane);
+      const __m256 label_logit =
+          _mm256_mask_i32gather_ps(_mm256_setzero_ps(), scratch.values.data(), index, valid, 4);
+      const __m256 max = half == 0 ? max0 : max1;
+      __m256 loss = _mm256_add_ps(_mm256_sub_ps(max, label_logit), _mm256_loadu_ps(scratch.per_lane + half * 8));
+      if (in.weight != nullptr) {
+        loss = _mm256_mul_ps(loss, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), in.weight, label32, valid, 4));
+      }
+      // NaN (0 * inf weights) made canonical, then kIgnoredLoss where not valid.
+      loss = _mm256_blendv_ps(loss, _mm256_set1_ps(kCanonicalNaN), _mm256_cmp_ps(loss, loss, _CMP_UNORD_Q));
+      loss = _mm256_blendv_ps(_mm256_set1_ps(kIgnoredLoss), loss, valid);
+      _mm256_storeu_ps(losses + first_pixel + half * 8, loss);
+      // Key(loss) >> 16, as Key() computes it.
+      const __m256i bits = _mm256_castps_si256(loss);
+      const __m256i flip =
+          _mm256_or_si256(_mm256_srai_epi32(bits, 31), _mm256_set1_epi32(static_cast<int>(0x80000000u)));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(keys + half * 8),
+                         _mm256_srli_epi32(_mm256_xor_si256(bits, flip), kDigitBits));
+    }
+    counts.valid += __builtin_popcount(valid_bits);
+    counts.out_of_range += __builtin_popcount(out_of_range_bits);
+    if (histogram != nullptr) {
+      for (uint32_t bits = valid_bits; bits != 0; bits &= bits - 1) ++histogram[keys[__builtin_ctz(bits)]];
     }
   }
 };
 #endif
-
-// Whether lane needs the exact path: a NaN logit in the block or a non-finite maximum (the fast exp maps both to 0).
-inline bool NeedsExactPath(bool block_has_nan, const BlockScratch& scratch, int lane) {
-  return block_has_nan || !std::isfinite(scratch.max_logit[lane]);
-}
-
-// log-sum-exp of one pixel's logits with libm and PyTorch's non-finite behaviour (a NaN logit, or a largest logit
-// of +-inf, gives NaN; -inf logits below a finite maximum contribute 0). For the rare pixels the fast path skips.
-float ExactLogSumExp(const float* logits, int64_t classes, int64_t class_stride) {
-  float max_logit = -std::numeric_limits<float>::infinity();
-  for (int64_t c = 0; c < classes; ++c) {
-    const float x = logits[c * class_stride];
-    if (std::isnan(x)) return kCanonicalNaN;
-    max_logit = std::max(max_logit, x);
-  }
-  float sum = 0.0f;
-  for (int64_t c = 0; c < classes; ++c) sum += std::exp(logits[c * class_stride] - max_logit);
-  return max_logit + std::log(sum);
-}
 
 #if defined(BCE_AVX2_PATH)
 bool CpuHasAvx2() {
@@ -543,13 +643,6 @@ bool CpuHasAvx2() {
 // ---------------------------------------------------------------------------------------------------------------
 // Forward pass 1: losses, the valid-pixel count and the histogram of the loss keys' top digit.
 
-struct LossInputs {
-  const float* logits;
-  const int64_t* target;
-  const float* weight;  // nullptr when unweighted
-  int64_t ignore_index;
-};
-
 using Histogram = std::vector<uint64_t>;
 
 // What pass 1 learns besides the losses.
@@ -557,11 +650,6 @@ struct LossPassResult {
   Histogram top_histogram;   // of the valid losses' top key digits; empty for small pools
   int64_t valid = 0;         // pixels whose label is not ignore_index and in [0, C)
   int64_t out_of_range = 0;  // pixels whose label is neither ignore_index nor in [0, C): an error for the caller
-};
-
-struct PassCounts {
-  int64_t valid = 0;
-  int64_t out_of_range = 0;
 };
 
 // One block's losses (kIgnoredLoss for ignored and out-of-range labels), its valid and out-of-range labels, and,
@@ -575,27 +663,7 @@ BCE_ALWAYS_INLINE void BlockLosses(const RunPlan& plan, const float* logits, int
       Math::Load(logits, count, plan.classes(), plan.pixel_stride(), plan.class_stride(), scratch);
   Math::SumExps(plan.classes(), /*keep_exps=*/false, scratch);
   Math::LogOfSums(scratch);
-  const uint64_t classes = static_cast<uint64_t>(plan.classes());
-  for (int64_t lane = 0; lane < count; ++lane) {
-    const int64_t pixel = first_pixel + lane;
-    const int64_t label = in.target[pixel];
-    if (label == in.ignore_index || static_cast<uint64_t>(label) >= classes) {
-      counts.out_of_range += label == in.ignore_index ? 0 : 1;
-      losses[pixel] = kIgnoredLoss;
-      continue;
-    }
-    ++counts.valid;
-    const float label_logit = scratch.values[label * kBlockLanes + lane];
-    // (max - x[y]) and log(sum) are both >= 0, so the loss is never a tiny negative number.
-    float loss = NeedsExactPath(block_has_nan, scratch, static_cast<int>(lane))
-                     ? ExactLogSumExp(logits + lane * plan.pixel_stride(), plan.classes(), plan.class_stride()) -
-                           label_logit
-                     : (scratch.max_logit[lane] - label_logit) + scratch.per_lane[lane];
-    if (in.weight != nullptr) loss *= in.weight[label];
-    if (std::isnan(loss)) loss = kCanonicalNaN;
-    losses[pixel] = loss;
-    if (histogram != nullptr) ++histogram[Key(loss) >> kDigitBits];
-  }
+  Math::PixelLosses(plan, logits, first_pixel, count, in, block_has_nan, scratch, losses, histogram, counts);
 }
 
 // FullMath computes the full blocks of spatial inputs; GenericBlockMath the others.
@@ -1181,7 +1249,9 @@ void UnselectedNaNColumns(const RunPlan& plan, const float* logits, int64_t leng
     if (Key(losses[j]) >= threshold_key) continue;  // selected: its column is already right
     const float* column = logits + j * plan.pixel_stride();
     if (!std::isnan(ExactLogSumExp(column, plan.classes(), plan.class_stride()))) continue;
-    for (int64_t c = 0; c < plan.classes(); ++c) grad[j * plan.pixel_stride() + c * plan.class_stride()] = kCanonicalNaN;
+    for (int64_t c = 0; c < plan.classes(); ++c) {
+      grad[j * plan.pixel_stride() + c * plan.class_stride()] = kCanonicalNaN;
+    }
   }
 }
 
@@ -1206,7 +1276,9 @@ BCE_ALWAYS_INLINE void RunGradientBody(const RunPlan& plan, const PixelRun& run,
     } else {
       GenericChunkCopy::Scatter(plan, length, count, scratch, grad + offset);
     }
-    if (non_finite) UnselectedNaNColumns(plan, logits, length, in.losses + first_pixel, in.threshold_key, grad + offset);
+    if (non_finite) {
+      UnselectedNaNColumns(plan, logits, length, in.losses + first_pixel, in.threshold_key, grad + offset);
+    }
   }
 }
 

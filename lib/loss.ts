@@ -218,8 +218,11 @@ export function bootstrappedCrossEntropyWithStats(
   return finish(
     (nativeReduction) =>
       native.bootstrappedCrossEntropy(args.input.handle, args.target.handle, {
-        ...args.native,
         p: thisP,
+        weight: args.native.weight,
+        posWeight: undefined,
+        ignoreIndex: args.native.ignoreIndex,
+        labelSmoothing: args.native.labelSmoothing,
         reduction: nativeReduction,
         perSample,
         impl,
@@ -346,8 +349,11 @@ export function crossEntropy(input: Tensor, target: Tensor, options?: CrossEntro
   const reduction = o.reduction === undefined ? 'mean' : checkOneOf(o.reduction, 'reduction', REDUCTIONS);
   return new Tensor(
     native.crossEntropy(args.input.handle, args.target.handle, {
-      ...args.native,
       p: 1,
+      weight: args.native.weight,
+      posWeight: undefined,
+      ignoreIndex: args.native.ignoreIndex,
+      labelSmoothing: args.native.labelSmoothing,
       reduction,
       perSample: false,
       impl: 'reference',

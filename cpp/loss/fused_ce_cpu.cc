@@ -19,6 +19,8 @@
 // once freed (GradientBlockCache), so a training loop does not pay the page faults of a fresh gradient each step.
 #include "loss/fused_ce_cpu.h"
 
+#include "loss/cpu_dispatch.h"
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
@@ -73,20 +75,6 @@ constexpr int kDigitBits = 16;
 constexpr uint32_t kDigitBuckets = uint32_t{1} << kDigitBits;
 // Pools smaller than this select with nth_element instead of histograms.
 constexpr int64_t kHistogramSelectMinPixels = int64_t{1} << 16;
-
-// The exp loops are compute-bound. On x86-64 with GCC or Clang they are also compiled for AVX2 + FMA and chosen at
-// run time when the CPU has both, so the addon needs no -march flags and still runs on any x86-64. (Not
-// target_clones("arch=haswell"): its resolver tests the CPU model, so an AMD Zen 3 gets the default clone.)
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
-#define BCE_AVX2_PATH 1
-#define BCE_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#endif
-// GCC inlines a function into one compiled for another target only when forced to.
-#if defined(__GNUC__)
-#define BCE_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define BCE_ALWAYS_INLINE inline
-#endif
 
 // ---------------------------------------------------------------------------------------------------------------
 // Scalar helpers written so that GCC vectorises the loops that call them at -O3 with plain SSE2 (no -march).
@@ -631,13 +619,6 @@ struct Avx2BlockMath {
     }
   }
 };
-#endif
-
-#if defined(BCE_AVX2_PATH)
-bool CpuHasAvx2() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-}
 #endif
 
 // ---------------------------------------------------------------------------------------------------------------

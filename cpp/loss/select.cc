@@ -1,5 +1,7 @@
 #include "loss/select.h"
 
+#include "loss/cpu_dispatch.h"
+
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -16,6 +18,36 @@ int64_t PoolCounts::total() const {
 
 namespace {
 
+// Valid labels (not ignore_index) and, among them, those outside [0, classes) in [begin, end). One unsigned
+// compare covers both ends of the range; the loop vectorises (with AVX2, where the CPU has it: 64-bit compares).
+BCE_ALWAYS_INLINE void CountLabelsBody(const int64_t* __restrict begin, const int64_t* end, int64_t ignore_index,
+                                       int64_t classes, int64_t* valid, int64_t* out_of_range) {
+  int64_t counted = 0, outside = 0;
+  const uint64_t limit = static_cast<uint64_t>(classes);
+  for (const int64_t* y = begin; y != end; ++y) {
+    const int64_t is_valid = *y != ignore_index ? 1 : 0;
+    counted += is_valid;
+    outside += is_valid & (static_cast<uint64_t>(*y) >= limit ? 1 : 0);
+  }
+  *valid = counted;
+  *out_of_range = outside;
+}
+
+#if defined(BCE_AVX2_PATH)
+BCE_TARGET_AVX2 void CountLabelsAvx2(const int64_t* begin, const int64_t* end, int64_t ignore_index, int64_t classes,
+                                     int64_t* valid, int64_t* out_of_range) {
+  CountLabelsBody(begin, end, ignore_index, classes, valid, out_of_range);
+}
+#endif
+
+void CountLabels(const int64_t* begin, const int64_t* end, int64_t ignore_index, int64_t classes, int64_t* valid,
+                 int64_t* out_of_range) {
+#if defined(BCE_AVX2_PATH)
+  if (CpuHasAvx2()) return CountLabelsAvx2(begin, end, ignore_index, classes, valid, out_of_range);
+#endif
+  CountLabelsBody(begin, end, ignore_index, classes, valid, out_of_range);
+}
+
 PoolCounts CountOnHost(const at::Tensor& target, int64_t ignore_index, int64_t classes, bool per_sample) {
   const at::Tensor labels = target.contiguous();
   const int64_t* data = labels.data_ptr<int64_t>();
@@ -24,13 +56,9 @@ PoolCounts CountOnHost(const at::Tensor& target, int64_t ignore_index, int64_t c
   PoolCounts counts;
   counts.valid.assign(rows, 0);
   for (int64_t row = 0; row < rows; ++row) {
-    int64_t valid = 0, out_of_range = 0;
-    for (const int64_t* y = data + row * per_row, *end = y + per_row; y != end; ++y) {
-      const bool counted = *y != ignore_index;
-      valid += counted;
-      out_of_range += counted & (*y < 0 || *y >= classes);
-    }
-    counts.valid[row] = valid;
+    int64_t out_of_range = 0;
+    CountLabels(data + row * per_row, data + (row + 1) * per_row, ignore_index, classes, &counts.valid[row],
+                &out_of_range);
     counts.out_of_range += out_of_range;
   }
   return counts;

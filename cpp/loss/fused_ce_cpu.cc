@@ -797,26 +797,88 @@ struct BlockPart {
 
 constexpr int kSumLanes = 8;
 
-// Adds the losses of [begin, end) whose top key digit is above `bucket` (and their weights) into per-lane sums:
-// lanes instead of one running sum so that the loop vectorises and the additions do not wait on one another.
-// Selects, not branches: about p of the pixels are above, in no predictable order.
-void SumAboveBucket(const float* __restrict losses, int64_t begin, int64_t end, uint32_t bucket, const LossInputs& in,
-                    double* __restrict loss_lanes, double* __restrict weight_lanes) {
+// One block of pass 2: adds the losses of [begin, end) whose top key digit is above `bucket` (and their weights)
+// into the part's sums, and lists the pixels whose top digit equals it. The sums run in kSumLanes lanes, so that
+// the loop vectorises and the additions do not wait on one another; selects, not branches (about p of the pixels
+// are above, in no predictable order); the rare candidates are looked for lane by lane only in groups that have
+// one.
+BCE_ALWAYS_INLINE void SumAboveBucketBody(const float* __restrict losses, int64_t begin, int64_t end,
+                                          uint32_t bucket, const LossInputs& in, BlockPart& part) {
+  double loss_lanes[kSumLanes] = {};
+  double weight_lanes[kSumLanes] = {};
   int64_t i = begin;
   for (; i + kSumLanes <= end; i += kSumLanes) {
+    uint32_t in_bucket = 0;
     for (int lane = 0; lane < kSumLanes; ++lane) {
       const float loss = losses[i + lane];
+      const uint32_t digit = Key(loss) >> kDigitBits;
       // An integer select (a float one would be a branch): the loss itself above the bucket, else +0.
-      const uint32_t keep = (Key(loss) >> kDigitBits) > bucket ? 0xffffffffu : 0u;
+      const uint32_t keep = digit > bucket ? 0xffffffffu : 0u;
       loss_lanes[lane] += static_cast<double>(BitsToFloat(FloatToBits(loss) & keep));
+      in_bucket |= digit == bucket ? 1u : 0u;
+    }
+    if (in_bucket != 0) {
+      for (int lane = 0; lane < kSumLanes; ++lane) {
+        if ((Key(losses[i + lane]) >> kDigitBits) == bucket) part.candidates.push_back(i + lane);
+      }
     }
   }
-  for (; i < end; ++i) loss_lanes[0] += (Key(losses[i]) >> kDigitBits) > bucket ? static_cast<double>(losses[i]) : 0.0;
-  if (in.weight == nullptr) return;
-  for (i = begin; i < end; ++i) {
-    weight_lanes[i % kSumLanes] +=
-        (Key(losses[i]) >> kDigitBits) > bucket ? static_cast<double>(in.weight[in.target[i]]) : 0.0;
+  for (; i < end; ++i) {
+    const uint32_t digit = Key(losses[i]) >> kDigitBits;
+    loss_lanes[0] += digit > bucket ? static_cast<double>(losses[i]) : 0.0;
+    if (digit == bucket) part.candidates.push_back(i);
   }
+  if (in.weight != nullptr) {
+    for (i = begin; i < end; ++i) {
+      weight_lanes[i % kSumLanes] +=
+          (Key(losses[i]) >> kDigitBits) > bucket ? static_cast<double>(in.weight[in.target[i]]) : 0.0;
+    }
+  }
+  for (int lane = 0; lane < kSumLanes; ++lane) {
+    part.loss_sum += loss_lanes[lane];
+    part.weight_sum += weight_lanes[lane];
+  }
+}
+
+#if defined(BCE_AVX2_PATH)
+// SumAboveBucketBody with intrinsics (GCC vectorises the plain loop poorly once it holds the candidate test): the
+// same lanes, so the same sums, bit for bit. Weighted pools take the plain loop.
+BCE_TARGET_AVX2 void SumAboveBucketAvx2(const float* losses, int64_t begin, int64_t end, uint32_t bucket,
+                                        const LossInputs& in, BlockPart& part) {
+  if (in.weight != nullptr) return SumAboveBucketBody(losses, begin, end, bucket, in, part);
+  const __m256i sign = _mm256_set1_epi32(static_cast<int>(0x80000000u));
+  const __m256i bucket8 = _mm256_set1_epi32(static_cast<int>(bucket));
+  __m256d low = _mm256_setzero_pd();   // lanes 0-3
+  __m256d high = _mm256_setzero_pd();  // lanes 4-7
+  int64_t i = begin;
+  for (; i + kSumLanes <= end; i += kSumLanes) {
+    const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(losses + i));
+    const __m256i digit =
+        _mm256_srli_epi32(_mm256_xor_si256(bits, _mm256_or_si256(_mm256_srai_epi32(bits, 31), sign)), kDigitBits);
+    const __m256 kept = _mm256_castsi256_ps(_mm256_and_si256(bits, _mm256_cmpgt_epi32(digit, bucket8)));
+    low = _mm256_add_pd(low, _mm256_cvtps_pd(_mm256_castps256_ps128(kept)));
+    high = _mm256_add_pd(high, _mm256_cvtps_pd(_mm256_extractf128_ps(kept, 1)));
+    const int in_bucket = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(digit, bucket8)));
+    for (int mask = in_bucket; mask != 0; mask &= mask - 1) part.candidates.push_back(i + __builtin_ctz(mask));
+  }
+  double lanes[kSumLanes];
+  _mm256_storeu_pd(lanes, low);
+  _mm256_storeu_pd(lanes + 4, high);
+  for (; i < end; ++i) {
+    const uint32_t digit = Key(losses[i]) >> kDigitBits;
+    lanes[0] += digit > bucket ? static_cast<double>(losses[i]) : 0.0;
+    if (digit == bucket) part.candidates.push_back(i);
+  }
+  for (int lane = 0; lane < kSumLanes; ++lane) part.loss_sum += lanes[lane];
+}
+#endif
+
+void SumAboveBucket(const float* losses, int64_t begin, int64_t end, uint32_t bucket, const LossInputs& in,
+                    BlockPart& part) {
+#if defined(BCE_AVX2_PATH)
+  if (CpuHasAvx2()) return SumAboveBucketAvx2(losses, begin, end, bucket, in, part);
+#endif
+  SumAboveBucketBody(losses, begin, end, bucket, in, part);
 }
 
 Selection SelectByHistogram(float* losses, int64_t pixels, int64_t k, const Histogram& top_histogram,
@@ -826,18 +888,7 @@ Selection SelectByHistogram(float* losses, int64_t pixels, int64_t k, const Hist
   std::vector<BlockPart> parts(BlockCount(pixels));
   ParallelFor(0, static_cast<int64_t>(parts.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
-      BlockPart& part = parts[b];
-      const int64_t stop = std::min(pixels, (b + 1) * kBlockPixels);
-      double loss_lanes[kSumLanes] = {};
-      double weight_lanes[kSumLanes] = {};
-      SumAboveBucket(losses, b * kBlockPixels, stop, bucket, in, loss_lanes, weight_lanes);
-      for (int64_t i = b * kBlockPixels; i < stop; ++i) {
-        if ((Key(losses[i]) >> kDigitBits) == bucket) part.candidates.push_back(i);
-      }
-      for (int lane = 0; lane < kSumLanes; ++lane) {
-        part.loss_sum += loss_lanes[lane];
-        part.weight_sum += weight_lanes[lane];
-      }
+      SumAboveBucket(losses, b * kBlockPixels, std::min(pixels, (b + 1) * kBlockPixels), bucket, in, parts[b]);
     }
   });
   Selection selection;
@@ -996,7 +1047,7 @@ struct ChunkScratch {
   float max_logit[kChunkPixels];
   float sum_exp[kChunkPixels];
   float factor[kChunkPixels];        // scale * w[y] / sum_exp, or 1 for pixels on the exact path
-  int32_t offset[kChunkPixels];      // the i-th selected pixel's offset in the chunk
+  int32_t offset[kChunkPixels + 8];  // the i-th selected pixel's offset in the chunk (+8: whole-vector stores)
   uint8_t half_mask[kChunkPixels / 8];  // selected pixels of each 8 consecutive ones, bit j for pixel j
 };
 
@@ -1018,6 +1069,11 @@ BCE_ALWAYS_INLINE int64_t ListSelected(const float* __restrict losses, int64_t l
 // and AVX2 permutes on whole cache lines (Avx2ChunkCopy, spatial inputs whose chunk is whole 16-pixel blocks).
 // Gather returns whether any logit of the chunk, selected or not, is NaN or infinite (x - x is then NaN).
 struct GenericChunkCopy {
+  static BCE_ALWAYS_INLINE int64_t List(const float* losses, int64_t length, uint32_t threshold_key,
+                                        ChunkScratch& scratch) {
+    return ListSelected(losses, length, threshold_key, scratch);
+  }
+
   static BCE_ALWAYS_INLINE bool Gather(const RunPlan& plan, const float* logits, int64_t length, int64_t count,
                                        ChunkScratch& scratch) {
     uint32_t non_finite = 0;
@@ -1073,6 +1129,29 @@ const PermuteTables& Permutes() {
 }
 
 struct Avx2ChunkCopy {
+  // ListSelected, eight pixels at a time: the keys compared as unsigned (signed after flipping the top bit), the
+  // selected offsets packed with the compress table.
+  static BCE_TARGET_AVX2 int64_t List(const float* losses, int64_t length, uint32_t threshold_key,
+                                      ChunkScratch& scratch) {
+    const PermuteTables& tables = Permutes();
+    const __m256i sign = _mm256_set1_epi32(static_cast<int>(0x80000000u));
+    const __m256i threshold = _mm256_xor_si256(_mm256_set1_epi32(static_cast<int>(threshold_key)), sign);
+    int64_t count = 0;
+    for (int64_t j = 0; j < length; j += 8) {
+      const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(losses + j));
+      const __m256i key = _mm256_xor_si256(bits, _mm256_or_si256(_mm256_srai_epi32(bits, 31), sign));
+      // key >= threshold (unsigned) <=> !(threshold > key) on the sign-flipped values.
+      const __m256i below = _mm256_cmpgt_epi32(threshold, _mm256_xor_si256(key, sign));
+      const int mask = ~_mm256_movemask_ps(_mm256_castsi256_ps(below)) & 0xff;
+      scratch.half_mask[j >> 3] = static_cast<uint8_t>(mask);
+      const __m256i lanes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tables.compress[mask]));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(scratch.offset + count),
+                          _mm256_add_epi32(lanes, _mm256_set1_epi32(static_cast<int>(j))));
+      count += __builtin_popcount(mask);
+    }
+    return count;
+  }
+
   // Block by block, as the forward pass reads: each 16-pixel block takes one line of every class row (vector
   // loads, with the forward pass's prefetch), and the selected lanes are packed. (Row by row over the chunk was
   // ~10 % slower on the test VM: each row then restarts a short stream.)
@@ -1246,8 +1325,10 @@ BCE_ALWAYS_INLINE void RunGradientBody(const RunPlan& plan, const PixelRun& run,
     const int64_t offset = run.logit_offset + start * plan.pixel_stride();
     const int64_t first_pixel = run.first_pixel + start;
     const float* logits = in.loss.logits + offset;
-    const int64_t count = ListSelected(in.losses + first_pixel, length, in.threshold_key, scratch);
     const bool whole_lines = plan.planar() && length % kBlockLanes == 0;
+    const int64_t count = whole_lines ? Copy::List(in.losses + first_pixel, length, in.threshold_key, scratch)
+                                      : GenericChunkCopy::List(in.losses + first_pixel, length, in.threshold_key,
+                                                               scratch);
     // Every logit is read, selected or not, so that unselected pixels with non-finite logits are found.
     const bool non_finite = whole_lines ? Copy::Gather(plan, logits, length, count, scratch)
                                         : GenericChunkCopy::Gather(plan, logits, length, count, scratch);
@@ -1401,6 +1482,7 @@ BootstrappedResult FusedBootstrappedCrossEntropy(const at::Tensor& input, const 
   result.loss = FusedCrossEntropyFunction::apply(input, target, optional_weight, losses,
                                                  static_cast<int64_t>(selection.key),
                                                  selection.loss_sum / denominator, denominator);
+  BCE_PHASE("autograd node");
   return result;
 }
 

@@ -3,6 +3,7 @@
 #include "addon_data.h"
 #include "convert.h"
 #include "errors.h"
+#include "loss/cpu_dispatch.h"
 
 #include <ATen/Parallel.h>
 #include <c10/core/CPUAllocator.h>
@@ -120,6 +121,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   result.Set("loadedFrom", LoadedFrom());
   result.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
   result.Set("parallelInfo", Guard(env, [] { return at::get_parallel_info(); }));
+  result.Set("cpuKernels", CpuKernels());
   return result;
 }
 

@@ -84,6 +84,7 @@ export interface NativeAddon {
     loadedFrom: string;
     napiVersion: number;
     parallelInfo: string;
+    cpuKernels: 'avx2' | 'baseline';
   };
   memory(): { tensors: number; bytes: number };
   bootstrappedCrossEntropy(input: NativeHandle, target: NativeHandle, options: NativeLossOptions): NativeLossResult;

@@ -38,6 +38,11 @@ export interface BuildInfo {
   napiVersion: number;
   /** LibTorch's own description of its threading backend. */
   parallelInfo: string;
+  /**
+   * Which CPU kernels the fused loss runs: 'avx2' (x86-64 with AVX2 and FMA) or 'baseline' (portable loops: other
+   * CPUs, or `BOOTSTRAPPED_CE_CPU_KERNELS=baseline` in the environment).
+   */
+  cpuKernels: 'avx2' | 'baseline';
 }
 
 /** Which LibTorch is in use and where it came from. */

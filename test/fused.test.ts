@@ -3,7 +3,10 @@
  * instead of nth_element (smaller pools, covered by loss.test.ts and the parity suite). Checked against
  * cross-entropy computed in JavaScript (test/helpers/reference.ts) from the same float32 logits, in float64.
  */
+import { spawnSync } from 'child_process';
+import * as path from 'path';
 import * as bce from '../lib';
+import { FusedRun, fusedCases, runCase } from './helpers/fused-cases';
 import { keepCount, pixelLosses, prng } from './helpers/reference';
 
 const IGNORE = 255;
@@ -219,5 +222,60 @@ describe('fused kernel, histogram select (pools of 65,536 pixels and more)', () 
         expect(mismatches).toBe(0);
       }
     }
+  });
+});
+
+describe('fused kernel, portable loops against the AVX2 code', () => {
+  /** A run as the child sends it: the loss as a string (NaN survives), the gradient as base64 float32. */
+  type EncodedRun = Omit<FusedRun, 'loss' | 'grad'> & { loss: string; grad: string };
+  function decode(run: EncodedRun): FusedRun {
+    const bytes = Buffer.from(run.grad, 'base64');
+    const grad = Array.from(new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4));
+    return { ...run, loss: Number(run.loss), grad };
+  }
+
+  /** Loss: relative error. Gradient: worst difference relative to the largest finite |gradient|. NaN must match NaN. */
+  function compare(a: FusedRun, b: FusedRun) {
+    const differ = (x: number, y: number, scale: number) =>
+      Number.isNaN(x) || Number.isNaN(y) ? (Number.isNaN(x) && Number.isNaN(y) ? 0 : Infinity) : Math.abs(x - y) / scale;
+    const lossError = differ(a.loss, b.loss, Math.max(Math.abs(b.loss), 1e-30));
+    let scale = 1e-30;
+    for (const g of b.grad) if (Number.isFinite(g)) scale = Math.max(scale, Math.abs(g));
+    let gradError = 0;
+    for (let i = 0; i < a.grad.length; i++) gradError = Math.max(gradError, differ(a.grad[i], b.grad[i], scale));
+    return { lossError, gradError };
+  }
+
+  test('BOOTSTRAPPED_CE_CPU_KERNELS=baseline (a child process) matches this process and the reference path', () => {
+    const root = path.join(__dirname, '..');
+    const child = spawnSync(
+      process.execPath,
+      [require.resolve('ts-node/dist/bin.js'), '--transpile-only', 'test/helpers/fused-child.ts'],
+      { cwd: root, env: { ...process.env, BOOTSTRAPPED_CE_CPU_KERNELS: 'baseline' }, encoding: 'utf8', timeout: 120000, maxBuffer: 256 * 2 ** 20 },
+    );
+    const line = child.stdout.split('\n').find((l) => l.startsWith('FUSED '));
+    if (line === undefined) throw new Error(`child failed: status ${child.status}\n${child.stderr.slice(-4000)}`);
+    const report = JSON.parse(line.slice(6)) as { cpuKernels: string; results: Array<{ name: string; fused: EncodedRun; reference: EncodedRun }> };
+    expect(report.cpuKernels).toBe('baseline');
+    const cases = fusedCases();
+    expect(report.results.map((r) => r.name)).toEqual(cases.map((c) => c.name));
+    const rows: string[] = [];
+    cases.forEach((c, i) => {
+      const baseline = { fused: decode(report.results[i].fused), reference: decode(report.results[i].reference) };
+      expect(baseline.fused.fused).toBe(true);
+      const here = runCase(c, 'fused');
+      const againstReference = compare(baseline.fused, baseline.reference);
+      const againstHere = compare(baseline.fused, here);
+      rows.push(`${c.name}: baseline vs reference loss ${againstReference.lossError.toExponential(1)} grad ${againstReference.gradError.toExponential(1)}; ` +
+        `vs ${bce.info().cpuKernels} loss ${againstHere.lossError.toExponential(1)} grad ${againstHere.gradError.toExponential(1)}`);
+      expect(baseline.fused.k).toBe(baseline.reference.k);
+      expect(baseline.fused.k).toBe(here.k);
+      expect(againstReference.lossError).toBeLessThan(1e-6);
+      expect(againstReference.gradError).toBeLessThan(2e-6);
+      expect(againstHere.lossError).toBeLessThan(1e-6);
+      expect(againstHere.gradError).toBeLessThan(2e-6);
+    });
+    // eslint-disable-next-line no-console
+    console.log(rows.join('\n'));
   });
 });

@@ -1,0 +1,63 @@
+/**
+ * Seeded inputs for comparing the fused kernel's CPU code paths (AVX2 and baseline) with each other and with the
+ * reference path, shared by test/fused.test.ts and the child process it starts (test/helpers/fused-child.ts).
+ */
+import * as bce from '../../lib';
+import { prng } from './reference';
+
+export interface FusedCase {
+  name: string;
+  shape: number[]; // (N, C, ...)
+  logits: number[];
+  target: number[];
+  weight?: number[];
+  ignoreIndex: number;
+  p: number;
+}
+
+export interface FusedRun {
+  loss: number;
+  k: number;
+  fused: boolean;
+  grad: number[];
+}
+
+function build(name: string, seed: number, shape: number[], opts: { ignored?: number; weighted?: boolean; p: number; special?: boolean }): FusedCase {
+  const random = prng(seed);
+  const [N, C] = shape;
+  const spatial = shape.slice(2).reduce((a, b) => a * b, 1);
+  const logits = Array.from({ length: N * C * spatial }, () => Math.fround(random() * 8 - 4));
+  const target = Array.from({ length: N * spatial }, () => (random() < (opts.ignored ?? 0) ? 255 : Math.floor(random() * C)));
+  if (opts.special) {
+    // A -inf logit in a non-label class, an ignored pixel with NaN, a NaN and a +inf logit in valid pixels.
+    target[3] = 0;
+    logits[(0 * C + 1) * spatial + 3] = -Infinity;
+    target[5] = 255;
+    logits[(0 * C + 0) * spatial + 5] = NaN;
+    logits[(0 * C + 2) * spatial + 40] = NaN;
+    logits[(0 * C + 0) * spatial + 70] = Infinity;
+  }
+  const weight = opts.weighted ? Array.from({ length: C }, () => 0.25 + random() * 2) : undefined;
+  return { name, shape, logits, target, weight, ignoreIndex: 255, p: opts.p };
+}
+
+export function fusedCases(): FusedCase[] {
+  return [
+    build('19 classes, 64x80, ignored pixels, class weights', 1, [1, 19, 64, 80], { ignored: 0.1, weighted: true, p: 0.25 }),
+    build('5 classes, 2x300x256 (histogram select)', 2, [2, 5, 300, 256], { ignored: 0.05, p: 0.15 }),
+    build('3 classes, 7x9 (no full 16-pixel block)', 3, [1, 3, 7, 9], { p: 0.5 }),
+    build('(N, C) rows, 3000 x 7', 4, [3000, 7], { ignored: 0.1, weighted: true, p: 0.3 }),
+    build('non-finite logits, 4 classes, 4096 pixels', 5, [1, 4, 4096], { p: 0.5, special: true }),
+  ];
+}
+
+export function runCase(c: FusedCase, impl: 'fused' | 'reference'): FusedRun {
+  return bce.tidy(() => {
+    const input = bce.tensor(c.logits, { shape: c.shape, dtype: 'float32', requiresGrad: true });
+    const target = bce.tensor(c.target, { shape: [c.shape[0], ...c.shape.slice(2)], dtype: 'int64' });
+    const weight = c.weight ? bce.tensor(c.weight, { dtype: 'float32' }) : undefined;
+    const r = bce.bootstrappedCrossEntropyWithStats(input, target, 0, c.p, { impl, ignoreIndex: c.ignoreIndex, weight });
+    r.loss.backward();
+    return { loss: r.loss.item(), k: r.k, fused: r.fused, grad: Array.from(input.grad!.toArray() as Float32Array) };
+  });
+}

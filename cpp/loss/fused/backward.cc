@@ -1,0 +1,361 @@
+#include "loss/fused/backward.h"
+
+#include "loss/cpu_dispatch.h"
+#include "loss/fused/math.h"
+#include "loss/fused/parallel.h"
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+namespace bce {
+namespace fused {
+namespace {
+
+// Backward works on chunks of kChunkPixels consecutive pixels of a run: it lists the chunk's selected pixels,
+// copies their logits into a compact class-major array (ChunkScratch::values, rows of kChunkPixels), turns them
+// into gradient values there (exps for the selected pixels only, a quarter of them at p = 0.25), and writes each
+// class row of the chunk back in place, zeros between. The compact array (19 KB for 19 classes) stays in L1.
+constexpr int64_t kChunkPixels = 256;
+
+struct ChunkScratch {
+  // +8 floats per row: the AVX2 compaction stores whole 8-float vectors past the last selected pixel.
+  explicit ChunkScratch(int64_t classes) : values(classes * kRowStride) {}
+  static constexpr int64_t kRowStride = kChunkPixels + 8;
+  std::vector<float> values;         // values[c * kRowStride + i] for the chunk's i-th selected pixel
+  float max_logit[kChunkPixels];
+  float sum_exp[kChunkPixels];
+  float factor[kChunkPixels];        // scale * w[y] / sum_exp, or 1 for pixels on the exact path
+  int32_t offset[kChunkPixels + 8];  // the i-th selected pixel's offset in the chunk (+8: whole-vector stores)
+  uint8_t half_mask[kChunkPixels / 8];  // selected pixels of each 8 consecutive ones, bit j for pixel j
+};
+
+// Lists the chunk's selected pixels (offset, half_mask); returns how many there are.
+BCE_ALWAYS_INLINE int64_t ListSelected(const float* __restrict losses, int64_t length, uint32_t threshold_key,
+                                       ChunkScratch& scratch) {
+  int64_t count = 0;
+  for (int64_t half = 0; half * 8 < kChunkPixels; ++half) scratch.half_mask[half] = 0;
+  for (int64_t j = 0; j < length; ++j) {
+    const bool selected = Key(losses[j]) >= threshold_key;
+    scratch.offset[count] = static_cast<int32_t>(j);
+    count += selected ? 1 : 0;  // branch-free: selection is random at the pixel level
+    scratch.half_mask[j >> 3] |= static_cast<uint8_t>((selected ? 1u : 0u) << (j & 7));
+  }
+  return count;
+}
+
+// Copying the selected pixels' logits in and the gradient rows out: plain loops (GenericChunkCopy, any input),
+// and AVX2 permutes on whole cache lines (Avx2ChunkCopy, spatial inputs whose chunk is whole 16-pixel blocks).
+// Gather returns whether any logit of the chunk, selected or not, is NaN or infinite (x - x is then NaN).
+struct GenericChunkCopy {
+  static BCE_ALWAYS_INLINE int64_t List(const float* losses, int64_t length, uint32_t threshold_key,
+                                        ChunkScratch& scratch) {
+    return ListSelected(losses, length, threshold_key, scratch);
+  }
+
+  static BCE_ALWAYS_INLINE bool Gather(const RunPlan& plan, const float* logits, int64_t length, int64_t count,
+                                       ChunkScratch& scratch) {
+    uint32_t non_finite = 0;
+    for (int64_t c = 0; c < plan.classes(); ++c) {
+      const float* __restrict row = logits + c * plan.class_stride();
+      float* __restrict out = scratch.values.data() + c * ChunkScratch::kRowStride;
+      for (int64_t i = 0; i < count; ++i) out[i] = row[scratch.offset[i] * plan.pixel_stride()];
+      for (int64_t j = 0; j < length; ++j) {
+        const float x = row[j * plan.pixel_stride()];
+        non_finite |= static_cast<uint32_t>((x - x) != (x - x));
+      }
+    }
+    return non_finite != 0;
+  }
+
+  static BCE_ALWAYS_INLINE void Scatter(const RunPlan& plan, int64_t length, int64_t count, const ChunkScratch& scratch,
+                                        float* grad) {
+    for (int64_t c = 0; c < plan.classes(); ++c) {
+      float* __restrict row = grad + c * plan.class_stride();
+      const float* __restrict in = scratch.values.data() + c * ChunkScratch::kRowStride;
+      for (int64_t j = 0; j < length; ++j) row[j * plan.pixel_stride()] = 0.0f;
+      for (int64_t i = 0; i < count; ++i) row[scratch.offset[i] * plan.pixel_stride()] = in[i];
+    }
+  }
+};
+
+#if defined(BCE_AVX2_PATH)
+// For each 8-bit mask m: kCompress[m] lists the set lanes first (permutevar8x32 indices that pack them), and
+// kExpand[m][lane] is the rank of `lane` among the set lanes (the indices that unpack them).
+struct PermuteTables {
+  int32_t compress[256][8];
+  int32_t expand[256][8];
+  PermuteTables() {
+    for (int m = 0; m < 256; ++m) {
+      int rank = 0;
+      for (int lane = 0; lane < 8; ++lane) {
+        compress[m][lane] = 0;
+        expand[m][lane] = 0;
+      }
+      for (int lane = 0; lane < 8; ++lane) {
+        if (m & (1 << lane)) {
+          compress[m][rank] = lane;
+          expand[m][lane] = rank;
+          ++rank;
+        }
+      }
+    }
+  }
+};
+const PermuteTables& Permutes() {
+  static const PermuteTables tables;
+  return tables;
+}
+
+struct Avx2ChunkCopy {
+  // ListSelected, eight pixels at a time: the keys compared as unsigned (signed after flipping the top bit), the
+  // selected offsets packed with the compress table.
+  static BCE_TARGET_AVX2 int64_t List(const float* losses, int64_t length, uint32_t threshold_key,
+                                      ChunkScratch& scratch) {
+    const PermuteTables& tables = Permutes();
+    const __m256i sign = _mm256_set1_epi32(static_cast<int>(0x80000000u));
+    const __m256i threshold = _mm256_xor_si256(_mm256_set1_epi32(static_cast<int>(threshold_key)), sign);
+    int64_t count = 0;
+    for (int64_t j = 0; j < length; j += 8) {
+      const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(losses + j));
+      const __m256i key = _mm256_xor_si256(bits, _mm256_or_si256(_mm256_srai_epi32(bits, 31), sign));
+      // key >= threshold (unsigned) <=> !(threshold > key) on the sign-flipped values.
+      const __m256i below = _mm256_cmpgt_epi32(threshold, _mm256_xor_si256(key, sign));
+      const int mask = ~_mm256_movemask_ps(_mm256_castsi256_ps(below)) & 0xff;
+      scratch.half_mask[j >> 3] = static_cast<uint8_t>(mask);
+      const __m256i lanes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tables.compress[mask]));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(scratch.offset + count),
+                          _mm256_add_epi32(lanes, _mm256_set1_epi32(static_cast<int>(j))));
+      count += __builtin_popcount(mask);
+    }
+    return count;
+  }
+
+  // Block by block, as the forward pass reads: each 16-pixel block takes one line of every class row (vector
+  // loads, with the forward pass's prefetch), and the selected lanes are packed. (Row by row over the chunk was
+  // ~10 % slower on the test VM: each row then restarts a short stream.)
+  static BCE_TARGET_AVX2 bool Gather(const RunPlan& plan, const float* logits, int64_t length, int64_t /*count*/,
+                                     ChunkScratch& scratch) {
+    const PermuteTables& tables = Permutes();
+    const int64_t classes = plan.classes();
+    const int64_t class_stride = plan.class_stride();
+    float* values = scratch.values.data();
+    __m256 non_finite = _mm256_setzero_ps();
+    int64_t position = 0;
+    for (int64_t start = 0; start < length; start += kBlockLanes) {
+      const int low = scratch.half_mask[start / 8];
+      const int high = scratch.half_mask[start / 8 + 1];
+      const int low_count = __builtin_popcount(low);
+      const int high_count = __builtin_popcount(high);
+      const __m256i pack_low = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tables.compress[low]));
+      const __m256i pack_high = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tables.compress[high]));
+      for (int64_t c = 0; c < classes; ++c) {
+        const float* row = logits + c * class_stride + start;
+        _mm_prefetch(reinterpret_cast<const char*>(row + kPrefetchFloats), _MM_HINT_T0);  // never faults
+        const __m256 low_logits = _mm256_loadu_ps(row);
+        const __m256 high_logits = _mm256_loadu_ps(row + 8);
+        const __m256 low_zero = _mm256_sub_ps(low_logits, low_logits);  // NaN for NaN and +-inf
+        non_finite = _mm256_or_ps(non_finite, _mm256_cmp_ps(low_zero, _mm256_sub_ps(high_logits, high_logits),
+                                                             _CMP_UNORD_Q));
+        float* out = values + c * ChunkScratch::kRowStride + position;
+        _mm256_storeu_ps(out, _mm256_permutevar8x32_ps(low_logits, pack_low));
+        _mm256_storeu_ps(out + low_count, _mm256_permutevar8x32_ps(high_logits, pack_high));
+      }
+      position += low_count + high_count;
+    }
+    return _mm256_movemask_ps(non_finite) != 0;
+  }
+
+  // Block by block too: each block's line of every class row is assembled in registers and written with
+  // non-temporal stores when aligned (the gradient is not read again here, so the stores skip reading each
+  // destination line first).
+  static BCE_TARGET_AVX2 void Scatter(const RunPlan& plan, int64_t length, int64_t /*count*/,
+                                      const ChunkScratch& scratch, float* grad) {
+    const PermuteTables& tables = Permutes();
+    const __m256i lane_bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    const int64_t classes = plan.classes();
+    const int64_t class_stride = plan.class_stride();
+    const bool aligned = (reinterpret_cast<uintptr_t>(grad) & 31) == 0 && (class_stride % 8) == 0;
+    const float* values = scratch.values.data();
+    int64_t position = 0;
+    for (int64_t start = 0; start < length; start += kBlockLanes) {
+      const int low = scratch.half_mask[start / 8];
+      const int high = scratch.half_mask[start / 8 + 1];
+      const int low_count = __builtin_popcount(low);
+      const __m256i unpack_low = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tables.expand[low]));
+      const __m256i unpack_high = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tables.expand[high]));
+      const __m256 keep_low = _mm256_castsi256_ps(
+          _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(low), lane_bits), lane_bits));
+      const __m256 keep_high = _mm256_castsi256_ps(
+          _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(high), lane_bits), lane_bits));
+      for (int64_t c = 0; c < classes; ++c) {
+        const float* in = values + c * ChunkScratch::kRowStride + position;
+        // Lanes outside the masks read stale floats that the masks then clear.
+        const __m256 out_low = _mm256_and_ps(_mm256_permutevar8x32_ps(_mm256_loadu_ps(in), unpack_low), keep_low);
+        const __m256 out_high =
+            _mm256_and_ps(_mm256_permutevar8x32_ps(_mm256_loadu_ps(in + low_count), unpack_high), keep_high);
+        float* row = grad + c * class_stride + start;
+        if (aligned) {
+          _mm256_stream_ps(row, out_low);
+          _mm256_stream_ps(row + 8, out_high);
+        } else {
+          _mm256_storeu_ps(row, out_low);
+          _mm256_storeu_ps(row + 8, out_high);
+        }
+      }
+      position += low_count + __builtin_popcount(high);
+    }
+  }
+};
+#endif
+
+// The gradient column of one selected pixel with libm, for pixels with non-finite logits, written into the
+// chunk's values in place of its exps (column i); its factor becomes 1.
+void ExactPixelGradient(const float* logits, int64_t classes, int64_t class_stride, int64_t label, float scale,
+                        int64_t i, ChunkScratch& scratch) {
+  const float lse = ExactLogSumExp(logits, classes, class_stride);
+  for (int64_t c = 0; c < classes; ++c) {
+    const float softmax = std::exp(logits[c * class_stride] - lse);
+    scratch.values[c * ChunkScratch::kRowStride + i] = scale * (softmax - (c == label ? 1.0f : 0.0f));
+  }
+  scratch.factor[i] = 1.0f;
+}
+
+// Turns the compacted logits of the chunk's `count` selected pixels into gradient values:
+// (softmax - onehot) * scale * w[y] = (exp - sum * onehot) * factor, with factor = scale * w[y] / sum.
+BCE_ALWAYS_INLINE void SelectedGradients(const RunPlan& plan, const float* logits, int64_t first_pixel,
+                                         int64_t count, const GradientInputs& in, ChunkScratch& scratch) {
+  const int64_t classes = plan.classes();
+  constexpr int64_t stride = ChunkScratch::kRowStride;
+  float* __restrict values = scratch.values.data();
+  float* __restrict max_logit = scratch.max_logit;
+  float* __restrict sum_exp = scratch.sum_exp;
+  float* __restrict factor = scratch.factor;
+  // Loops over the selected pixels: they vectorise.
+  for (int64_t i = 0; i < count; ++i) max_logit[i] = -std::numeric_limits<float>::infinity();
+  uint32_t any_nan = 0;
+  for (int64_t c = 0; c < classes; ++c) {
+    const float* __restrict row = values + c * stride;
+    for (int64_t i = 0; i < count; ++i) {
+      const float x = row[i];
+      max_logit[i] = x > max_logit[i] ? x : max_logit[i];
+      any_nan |= static_cast<uint32_t>(x != x);
+    }
+  }
+  for (int64_t i = 0; i < count; ++i) sum_exp[i] = 0.0f;
+  for (int64_t c = 0; c < classes; ++c) {
+    float* __restrict row = values + c * stride;
+    for (int64_t i = 0; i < count; ++i) {
+      const float e = ExpOfNonPositive(row[i] - max_logit[i]);
+      row[i] = e;
+      sum_exp[i] += e;
+    }
+  }
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t pixel = first_pixel + scratch.offset[i];
+    const int64_t label = in.loss.target[pixel];
+    const float scale = in.loss.weight != nullptr ? in.scale * in.loss.weight[label] : in.scale;
+    // A NaN logit or a non-finite maximum: the fast exp maps both to 0, so this pixel takes libm.
+    if (any_nan != 0 || !std::isfinite(max_logit[i])) {
+      ExactPixelGradient(logits + scratch.offset[i] * plan.pixel_stride(), classes, plan.class_stride(), label,
+                         scale, i, scratch);
+      continue;
+    }
+    values[label * stride + i] -= sum_exp[i];
+    factor[i] = scale / sum_exp[i];
+  }
+  for (int64_t c = 0; c < classes; ++c) {
+    float* __restrict row = values + c * stride;
+    for (int64_t i = 0; i < count; ++i) row[i] *= factor[i];
+  }
+}
+
+// Orders the non-temporal stores of this thread before the parallel region ends, or before
+// plain stores to the same lines.
+void StreamFence() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
+
+// PyTorch's gradient for a pixel that is not selected (ignored, or not among the k) is 0 * (its softmax), which
+// is NaN when its log-softmax is NaN: a NaN or +inf logit, or every logit -inf. Those columns get NaN here too,
+// for parity (the reference path and PyTorch give the same). Only chunks with a non-finite logit come here.
+void UnselectedNaNColumns(const RunPlan& plan, const float* logits, int64_t length, const float* losses,
+                          uint32_t threshold_key, float* grad) {
+  StreamFence();  // the chunk's non-temporal stores land before these plain ones
+  for (int64_t j = 0; j < length; ++j) {
+    if (Key(losses[j]) >= threshold_key) continue;  // selected: its column is already right
+    const float* column = logits + j * plan.pixel_stride();
+    if (!std::isnan(ExactLogSumExp(column, plan.classes(), plan.class_stride()))) continue;
+    for (int64_t c = 0; c < plan.classes(); ++c) {
+      grad[j * plan.pixel_stride() + c * plan.class_stride()] = kCanonicalNaN;
+    }
+  }
+}
+
+// Copy: how full chunks of spatial inputs are gathered and scattered; GenericChunkCopy does the others.
+template <class Copy>
+BCE_ALWAYS_INLINE void RunGradientBody(const RunPlan& plan, const PixelRun& run, const GradientInputs& in,
+                                       ChunkScratch& scratch, float* grad) {
+  // A plain loop, not a lambda: a lambda would not inherit the AVX2 target of RunGradientAvx2.
+  for (int64_t start = 0; start < run.length; start += kChunkPixels) {
+    const int64_t length = std::min<int64_t>(kChunkPixels, run.length - start);
+    const int64_t offset = run.logit_offset + start * plan.pixel_stride();
+    const int64_t first_pixel = run.first_pixel + start;
+    const float* logits = in.loss.logits + offset;
+    const bool whole_lines = plan.planar() && length % kBlockLanes == 0;
+    const int64_t count = whole_lines ? Copy::List(in.losses + first_pixel, length, in.threshold_key, scratch)
+                                      : GenericChunkCopy::List(in.losses + first_pixel, length, in.threshold_key,
+                                                               scratch);
+    // Every logit is read, selected or not, so that unselected pixels with non-finite logits are found.
+    const bool non_finite = whole_lines ? Copy::Gather(plan, logits, length, count, scratch)
+                                        : GenericChunkCopy::Gather(plan, logits, length, count, scratch);
+    if (count > 0) SelectedGradients(plan, logits, first_pixel, count, in, scratch);
+    if (whole_lines) {
+      Copy::Scatter(plan, length, count, scratch, grad + offset);
+    } else {
+      GenericChunkCopy::Scatter(plan, length, count, scratch, grad + offset);
+    }
+    if (non_finite) {
+      UnselectedNaNColumns(plan, logits, length, in.losses + first_pixel, in.threshold_key, grad + offset);
+    }
+  }
+}
+
+#if defined(BCE_AVX2_PATH)
+BCE_TARGET_AVX2 void RunGradientAvx2(const RunPlan& plan, const PixelRun& run, const GradientInputs& in,
+                                     ChunkScratch& scratch, float* grad) {
+  RunGradientBody<Avx2ChunkCopy>(plan, run, in, scratch, grad);
+}
+#endif
+
+// Writes the run's gradient: (softmax - onehot) * w[y] * scale for selected pixels, zeros elsewhere.
+void RunGradient(const RunPlan& plan, const PixelRun& run, const GradientInputs& in, ChunkScratch& scratch,
+                 float* grad) {
+#if defined(BCE_AVX2_PATH)
+  if (CpuHasAvx2()) return RunGradientAvx2(plan, run, in, scratch, grad);
+#endif
+  RunGradientBody<GenericChunkCopy>(plan, run, in, scratch, grad);
+}
+
+}  // namespace
+
+void ComputeGradient(const RunPlan& plan, const GradientInputs& in, float* grad) {
+  ParallelForPieces(0, plan.runs(), plan.grain(), [&](PieceQueue& queue) {
+    ChunkScratch scratch(plan.classes());
+    int64_t begin = 0, end = 0;
+    while (queue.Take(&begin, &end)) {
+      for (int64_t r = begin; r < end; ++r) RunGradient(plan, plan.run(r), in, scratch, grad);
+    }
+    StreamFence();
+  });
+}
+
+}  // namespace fused
+}  // namespace bce

@@ -1,0 +1,168 @@
+// Arithmetic of the fused kernel: bit casts, Cephes expf and logf (scalar, written to vectorise, and AVX2 + FMA
+// versions of the same formulas), the order-preserving keys the selection ranks losses by, and libm log-sum-exp for
+// the rare pixels with non-finite logits.
+#pragma once
+
+#include "loss/cpu_dispatch.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#if defined(BCE_AVX2_PATH)
+#include <immintrin.h>
+#endif
+
+namespace bce {
+namespace fused {
+
+// ---------------------------------------------------------------------------------------------------------------
+// Scalar helpers written so that GCC vectorises the loops that call them at -O3 with plain SSE2 (no -march).
+// at::vec::Vectorized<float>::exp would be the obvious choice, but without CPU_CAPABILITY_AVX2 (which an addon
+// built without -mavx2 does not get) it is a loop over std::exp, i.e. scalar libm.
+
+BCE_ALWAYS_INLINE float BitsToFloat(uint32_t bits) {
+  float value;
+  std::memcpy(&value, &bits, sizeof value);
+  return value;
+}
+
+BCE_ALWAYS_INLINE uint32_t FloatToBits(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  return bits;
+}
+
+// The branches below are integer selects on purpose: a float `x > lo ? x : lo` lets GCC duplicate the constant
+// branch, and the loop then no longer vectorises ("control flow in loop").
+
+// exp(x) for x <= 0 (a softmax argument x - max): Cephes expf, about 1 ulp. Below about -87.3 the result is 0
+// instead of a denormal; NaN and -inf (only from non-finite logits, handled exactly elsewhere) also give 0.
+BCE_ALWAYS_INLINE float ExpOfNonPositive(float x) {
+  const float t = x * 1.44269504088896341f;
+  // Truncation of the non-positive t - 0.5 rounds t to the nearest integer (NaN and -inf give INT_MIN in practice;
+  // either way the result is masked to 0 below).
+  int32_t n = static_cast<int32_t>(t - 0.5f);
+  const uint32_t in_range = n >= -126 ? 0xffffffffu : 0u;
+  n = n >= -126 ? n : -126;
+  const float nf = static_cast<float>(n);
+  float r = x - nf * 0.693359375f;
+  r = r + nf * 2.12194440e-4f;
+  float poly = 1.9875691500e-4f;
+  poly = poly * r + 1.3981999507e-3f;
+  poly = poly * r + 8.3334519073e-3f;
+  poly = poly * r + 4.1665795894e-2f;
+  poly = poly * r + 1.6666665459e-1f;
+  poly = poly * r + 5.0000001201e-1f;
+  const float mantissa = poly * (r * r) + r + 1.0f;
+  const float value = mantissa * BitsToFloat(static_cast<uint32_t>(n + 127) << 23);
+  return BitsToFloat(FloatToBits(value) & in_range);
+}
+
+// log(x) for a normal x > 0 (a sum of exps, in [1, C]): Cephes logf, about 1 ulp.
+BCE_ALWAYS_INLINE float LogOfPositive(float x) {
+  const uint32_t bits = FloatToBits(x);
+  int32_t exponent = static_cast<int32_t>(bits >> 23) - 126;         // x = m * 2^exponent, m in [0.5, 1)
+  float m = BitsToFloat((bits & 0x007fffffu) | 0x3f000000u);
+  // Fold m into [sqrt(1/2), sqrt(2)) - 1: below sqrt(1/2), use 2m - 1 and one less in the exponent.
+  const int32_t below_sqrt_half = m < 0.707106781186547524f ? 1 : 0;
+  exponent -= below_sqrt_half;
+  m = (m - 1.0f) + BitsToFloat(FloatToBits(m) & (0u - static_cast<uint32_t>(below_sqrt_half)));
+  const float m2 = m * m;
+  float poly = 7.0376836292e-2f;
+  poly = poly * m - 1.1514610310e-1f;
+  poly = poly * m + 1.1676998740e-1f;
+  poly = poly * m - 1.2420140846e-1f;
+  poly = poly * m + 1.4249322787e-1f;
+  poly = poly * m - 1.6668057665e-1f;
+  poly = poly * m + 2.0000714765e-1f;
+  poly = poly * m - 2.4999993993e-1f;
+  poly = poly * m + 3.3333331174e-1f;
+  const float e = static_cast<float>(exponent);
+  float tail = m * m2 * poly;
+  tail += e * -2.12194440e-4f;
+  tail += -0.5f * m2;
+  return (m + tail) + e * 0.693359375f;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Order-preserving keys: a > b as floats (NaN above +inf) iff Key(a) > Key(b) as unsigned integers.
+
+// The loss stored for an ignored pixel: its key is 0, below every valid loss (valid NaNs are made canonical).
+inline const float kIgnoredLoss = BitsToFloat(0xffffffffu);
+inline const float kCanonicalNaN = std::numeric_limits<float>::quiet_NaN();
+
+inline uint32_t Key(float value) {
+  const uint32_t bits = FloatToBits(value);
+  // Branch-free form of (negative ? ~bits : bits | sign bit), so that loops over keys vectorise.
+  return bits ^ (static_cast<uint32_t>(static_cast<int32_t>(bits) >> 31) | 0x80000000u);
+}
+
+// Radix select: two 16-bit digits of the 32-bit keys.
+constexpr int kDigitBits = 16;
+constexpr uint32_t kDigitBuckets = uint32_t{1} << kDigitBits;
+
+// log-sum-exp of one pixel's logits with libm and PyTorch's non-finite behaviour (a NaN logit, or a largest logit
+// of +-inf, gives NaN; -inf logits below a finite maximum contribute 0). For the rare pixels the fast path skips.
+inline float ExactLogSumExp(const float* logits, int64_t classes, int64_t class_stride) {
+  float max_logit = -std::numeric_limits<float>::infinity();
+  for (int64_t c = 0; c < classes; ++c) {
+    const float x = logits[c * class_stride];
+    if (std::isnan(x)) return kCanonicalNaN;
+    max_logit = std::max(max_logit, x);
+  }
+  float sum = 0.0f;
+  for (int64_t c = 0; c < classes; ++c) sum += std::exp(logits[c * class_stride] - max_logit);
+  return max_logit + std::log(sum);
+}
+
+#if defined(BCE_AVX2_PATH)
+BCE_TARGET_AVX2 BCE_ALWAYS_INLINE __m256 Exp8OfNonPositive(__m256 x) {  // ExpOfNonPositive, 8 lanes
+  const __m256 t = _mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f));
+  __m256i n = _mm256_cvttps_epi32(_mm256_sub_ps(t, _mm256_set1_ps(0.5f)));
+  const __m256i in_range = _mm256_cmpgt_epi32(n, _mm256_set1_epi32(-127));
+  n = _mm256_max_epi32(n, _mm256_set1_epi32(-126));
+  const __m256 nf = _mm256_cvtepi32_ps(n);
+  __m256 r = _mm256_fnmadd_ps(nf, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fmadd_ps(nf, _mm256_set1_ps(2.12194440e-4f), r);
+  __m256 poly = _mm256_set1_ps(1.9875691500e-4f);
+  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(1.3981999507e-3f));
+  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(8.3334519073e-3f));
+  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(4.1665795894e-2f));
+  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(1.6666665459e-1f));
+  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(5.0000001201e-1f));
+  const __m256 mantissa = _mm256_add_ps(_mm256_fmadd_ps(poly, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+  const __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23));
+  return _mm256_and_ps(_mm256_mul_ps(mantissa, scale), _mm256_castsi256_ps(in_range));
+}
+
+BCE_TARGET_AVX2 BCE_ALWAYS_INLINE __m256 Log8OfPositive(__m256 x) {  // LogOfPositive, 8 lanes
+  const __m256i bits = _mm256_castps_si256(x);
+  __m256i exponent = _mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(126));
+  __m256 m = _mm256_castsi256_ps(
+      _mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(0x007fffff)), _mm256_set1_epi32(0x3f000000)));
+  const __m256 below_sqrt_half = _mm256_cmp_ps(m, _mm256_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
+  exponent = _mm256_add_epi32(exponent, _mm256_castps_si256(below_sqrt_half));  // all ones = -1
+  m = _mm256_add_ps(_mm256_sub_ps(m, _mm256_set1_ps(1.0f)), _mm256_and_ps(m, below_sqrt_half));
+  const __m256 m2 = _mm256_mul_ps(m, m);
+  __m256 poly = _mm256_set1_ps(7.0376836292e-2f);
+  poly = _mm256_fmadd_ps(poly, m, _mm256_set1_ps(-1.1514610310e-1f));
+  poly = _mm256_fmadd_ps(poly, m, _mm256_set1_ps(1.1676998740e-1f));
+  poly = _mm256_fmadd_ps(poly, m, _mm256_set1_ps(-1.2420140846e-1f));
+  poly = _mm256_fmadd_ps(poly, m, _mm256_set1_ps(1.4249322787e-1f));
+  poly = _mm256_fmadd_ps(poly, m, _mm256_set1_ps(-1.6668057665e-1f));
+  poly = _mm256_fmadd_ps(poly, m, _mm256_set1_ps(2.0000714765e-1f));
+  poly = _mm256_fmadd_ps(poly, m, _mm256_set1_ps(-2.4999993993e-1f));
+  poly = _mm256_fmadd_ps(poly, m, _mm256_set1_ps(3.3333331174e-1f));
+  const __m256 e = _mm256_cvtepi32_ps(exponent);
+  __m256 tail = _mm256_mul_ps(_mm256_mul_ps(m, m2), poly);
+  tail = _mm256_fmadd_ps(e, _mm256_set1_ps(-2.12194440e-4f), tail);
+  tail = _mm256_fmadd_ps(m2, _mm256_set1_ps(-0.5f), tail);
+  return _mm256_fmadd_ps(e, _mm256_set1_ps(0.693359375f), _mm256_add_ps(m, tail));
+}
+#endif
+
+}  // namespace fused
+}  // namespace bce

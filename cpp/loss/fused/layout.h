@@ -95,12 +95,13 @@ struct PassCounts {
 };
 
 // ---------------------------------------------------------------------------------------------------------------
-// Blocks: both passes work on blocks of kBlockLanes consecutive pixels, one 64-byte cache line of each class row
-// of a spatial input. A block's C x 16 logits are loaded once from memory into a small class-major array that
-// stays in L1 (1.2 KB for 19 classes), then max, exp and the loss or gradient are computed on it lane by lane:
-// loops of 16 that vectorise. (Reading a class row of a longer run twice would hit memory twice: the C rows sit
+// Blocks: both passes read a spatial input in blocks of kBlockLanes consecutive pixels, one 64-byte cache line of
+// each class row. Pass 1 loads a block's C x 16 logits once into a small class-major array that stays in L1 (1.2 KB
+// for 19 classes) and computes max, exp and the loss on it 8 lanes at a time; backward packs the selected lanes of
+// the same lines (backward.cc). (Reading a class row of a longer run twice would hit memory twice: the C rows sit
 // S floats apart, often a power of two, and map to the same cache sets.) Measured on the 2-core VM at
-// 8x19x512x1024: the forward pass at ~12 GB/s, against ~6 GB/s when whole runs were copied to an L2 scratch first.
+// 8x19x512x1024, 2 threads: pass 1 in 33-40 ms, against 47-56 ms when whole 4096-pixel runs were first copied to
+// an L2 scratch.
 
 constexpr int kBlockLanes = 16;
 // How far ahead, in floats, each class row is prefetched: two cache lines, i.e. two blocks. The C rows are C

@@ -22,11 +22,12 @@ export interface FusedRun {
   grad: number[];
 }
 
-function build(name: string, seed: number, shape: number[], opts: { ignored?: number; weighted?: boolean; p: number; special?: boolean }): FusedCase {
+function build(name: string, seed: number, shape: number[], opts: { ignored?: number; weighted?: boolean; p: number; special?: boolean; spread?: number }): FusedCase {
   const random = prng(seed);
   const [N, C] = shape;
   const spatial = shape.slice(2).reduce((a, b) => a * b, 1);
-  const logits = Array.from({ length: N * C * spatial }, () => Math.fround(random() * 8 - 4));
+  const spread = opts.spread ?? 4;
+  const logits = Array.from({ length: N * C * spatial }, () => Math.fround((random() * 2 - 1) * spread));
   const target = Array.from({ length: N * spatial }, () => (random() < (opts.ignored ?? 0) ? 255 : Math.floor(random() * C)));
   if (opts.special) {
     // A -inf logit in a non-label class, an ignored pixel with NaN, a NaN and a +inf logit in valid pixels.
@@ -48,6 +49,8 @@ export function fusedCases(): FusedCase[] {
     build('3 classes, 7x9 (no full 16-pixel block)', 3, [1, 3, 7, 9], { p: 0.5 }),
     build('(N, C) rows, 3000 x 7', 4, [3000, 7], { ignored: 0.1, weighted: true, p: 0.3 }),
     build('non-finite logits, 4 classes, 4096 pixels', 5, [1, 4, 4096], { p: 0.5, special: true }),
+    // Logits in (-160, 160): most exps fall below 2^-126, where the AVX2 sum clamps and the portable loop gives 0.
+    build('19 classes, logits spread over +-160', 6, [2, 19, 32, 48], { ignored: 0.05, p: 0.4, spread: 160 }),
   ];
 }
 

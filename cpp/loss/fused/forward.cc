@@ -90,16 +90,14 @@ struct GenericBlockMath {
     return any_nan != 0;
   }
 
-  // sum_exp[lane] = sum over classes of exp(values - max); with keep_exps the exps replace the values.
-  static BCE_ALWAYS_INLINE void SumExps(int64_t classes, bool keep_exps, BlockScratch& scratch) {
+  // sum_exp[lane] = sum over classes of exp(values - max).
+  static BCE_ALWAYS_INLINE void SumExps(int64_t classes, BlockScratch& scratch) {
     float* __restrict values = scratch.values.data();
     float sums[kBlockLanes] = {};
     for (int64_t c = 0; c < classes; ++c) {
       float* __restrict row = values + c * kBlockLanes;
       for (int lane = 0; lane < kBlockLanes; ++lane) {
-        const float e = ExpOfNonPositive(row[lane] - scratch.max_logit[lane]);
-        if (keep_exps) row[lane] = e;
-        sums[lane] += e;
+        sums[lane] += ExpOfNonPositive(row[lane] - scratch.max_logit[lane]);
       }
     }
     for (int lane = 0; lane < kBlockLanes; ++lane) scratch.sum_exp[lane] = sums[lane];
@@ -146,20 +144,17 @@ struct Avx2BlockMath {
     return _mm256_movemask_ps(nan) != 0;
   }
 
-  static BCE_TARGET_AVX2 void SumExps(int64_t classes, bool keep_exps, BlockScratch& scratch) {
-    float* values = scratch.values.data();
+  // The same sums, bit for bit (Exp8OfNonPositiveForSum).
+  static BCE_TARGET_AVX2 void SumExps(int64_t classes, BlockScratch& scratch) {
+    const float* values = scratch.values.data();
     const __m256 max0 = _mm256_loadu_ps(scratch.max_logit);
     const __m256 max1 = _mm256_loadu_ps(scratch.max_logit + 8);
     __m256 sum0 = _mm256_setzero_ps();
     __m256 sum1 = _mm256_setzero_ps();
     for (int64_t c = 0; c < classes; ++c) {
-      float* row = values + c * kBlockLanes;
-      const __m256 e0 = Exp8OfNonPositive(_mm256_sub_ps(_mm256_loadu_ps(row), max0));
-      const __m256 e1 = Exp8OfNonPositive(_mm256_sub_ps(_mm256_loadu_ps(row + 8), max1));
-      if (keep_exps) {
-        _mm256_storeu_ps(row, e0);
-        _mm256_storeu_ps(row + 8, e1);
-      }
+      const float* row = values + c * kBlockLanes;
+      const __m256 e0 = Exp8OfNonPositiveForSum(_mm256_sub_ps(_mm256_loadu_ps(row), max0));
+      const __m256 e1 = Exp8OfNonPositiveForSum(_mm256_sub_ps(_mm256_loadu_ps(row + 8), max1));
       sum0 = _mm256_add_ps(sum0, e0);
       sum1 = _mm256_add_ps(sum1, e1);
     }
@@ -261,7 +256,7 @@ BCE_ALWAYS_INLINE void BlockLosses(const RunPlan& plan, const float* logits, int
                                    PassCounts& counts) {
   const bool block_has_nan =
       Math::Load(logits, count, plan.classes(), plan.pixel_stride(), plan.class_stride(), scratch);
-  Math::SumExps(plan.classes(), /*keep_exps=*/false, scratch);
+  Math::SumExps(plan.classes(), scratch);
   Math::LogOfSums(scratch);
   Math::PixelLosses(plan, logits, first_pixel, count, in, block_has_nan, scratch, losses, histogram, counts);
 }

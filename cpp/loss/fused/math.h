@@ -119,11 +119,14 @@ inline float ExactLogSumExp(const float* logits, int64_t classes, int64_t class_
 }
 
 #if defined(BCE_AVX2_PATH)
-BCE_TARGET_AVX2 BCE_ALWAYS_INLINE __m256 Exp8OfNonPositive(__m256 x) {  // ExpOfNonPositive, 8 lanes
+// ExpOfNonPositive on 8 lanes, for a sum of exps that holds exp(0) = 1 (a log-sum-exp around the maximum), in
+// fewer instructions: arguments below -87.3 are clamped instead of giving 0, and 2^n is added to the exponent
+// bits instead of multiplied. Both only change terms below 2^-125, which do not change a sum >= 1 in float, so the
+// sum is the same, bit for bit, as ExpOfNonPositive's. Not for exps used one by one (softmax values).
+BCE_TARGET_AVX2 BCE_ALWAYS_INLINE __m256 Exp8OfNonPositiveForSum(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
   const __m256 t = _mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f));
-  __m256i n = _mm256_cvttps_epi32(_mm256_sub_ps(t, _mm256_set1_ps(0.5f)));
-  const __m256i in_range = _mm256_cmpgt_epi32(n, _mm256_set1_epi32(-127));
-  n = _mm256_max_epi32(n, _mm256_set1_epi32(-126));
+  const __m256i n = _mm256_cvttps_epi32(_mm256_sub_ps(t, _mm256_set1_ps(0.5f)));
   const __m256 nf = _mm256_cvtepi32_ps(n);
   __m256 r = _mm256_fnmadd_ps(nf, _mm256_set1_ps(0.693359375f), x);
   r = _mm256_fmadd_ps(nf, _mm256_set1_ps(2.12194440e-4f), r);
@@ -134,8 +137,7 @@ BCE_TARGET_AVX2 BCE_ALWAYS_INLINE __m256 Exp8OfNonPositive(__m256 x) {  // ExpOf
   poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(1.6666665459e-1f));
   poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(5.0000001201e-1f));
   const __m256 mantissa = _mm256_add_ps(_mm256_fmadd_ps(poly, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
-  const __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23));
-  return _mm256_and_ps(_mm256_mul_ps(mantissa, scale), _mm256_castsi256_ps(in_range));
+  return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(mantissa), _mm256_slli_epi32(n, 23)));
 }
 
 BCE_TARGET_AVX2 BCE_ALWAYS_INLINE __m256 Log8OfPositive(__m256 x) {  // LogOfPositive, 8 lanes

@@ -123,7 +123,7 @@ struct Avx2ChunkCopy {
     int64_t count = 0;
     for (int64_t j = 0; j < length; j += 8) {
       const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(losses + j));
-      const __m256i key = _mm256_xor_si256(bits, _mm256_or_si256(_mm256_srai_epi32(bits, 31), sign));
+      const __m256i key = Key8(bits);
       // key >= threshold (unsigned) <=> !(threshold > key) on the sign-flipped values.
       const __m256i below = _mm256_cmpgt_epi32(threshold, _mm256_xor_si256(key, sign));
       const int mask = ~_mm256_movemask_ps(_mm256_castsi256_ps(below)) & 0xff;

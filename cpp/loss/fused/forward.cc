@@ -226,12 +226,8 @@ struct Avx2BlockMath {
       loss = _mm256_blendv_ps(loss, _mm256_set1_ps(kCanonicalNaN), _mm256_cmp_ps(loss, loss, _CMP_UNORD_Q));
       loss = _mm256_blendv_ps(_mm256_set1_ps(kIgnoredLoss), loss, valid);
       _mm256_storeu_ps(losses + first_pixel + half * 8, loss);
-      // Key(loss) >> 16, as Key() computes it.
-      const __m256i bits = _mm256_castps_si256(loss);
-      const __m256i flip =
-          _mm256_or_si256(_mm256_srai_epi32(bits, 31), _mm256_set1_epi32(static_cast<int>(0x80000000u)));
       _mm256_store_si256(reinterpret_cast<__m256i*>(keys + half * 8),
-                         _mm256_srli_epi32(_mm256_xor_si256(bits, flip), kDigitBits));
+                         _mm256_srli_epi32(Key8(_mm256_castps_si256(loss)), kDigitBits));
     }
     counts.valid += __builtin_popcount(valid_bits);
     counts.out_of_range += __builtin_popcount(out_of_range_bits);

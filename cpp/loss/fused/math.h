@@ -119,6 +119,12 @@ inline float ExactLogSumExp(const float* logits, int64_t classes, int64_t class_
 }
 
 #if defined(BCE_AVX2_PATH)
+// Key() of 8 floats given as their bits.
+BCE_TARGET_AVX2 BCE_ALWAYS_INLINE __m256i Key8(__m256i bits) {
+  const __m256i sign = _mm256_set1_epi32(static_cast<int>(0x80000000u));
+  return _mm256_xor_si256(bits, _mm256_or_si256(_mm256_srai_epi32(bits, 31), sign));
+}
+
 // ExpOfNonPositive on 8 lanes, for a sum of exps that holds exp(0) = 1 (a log-sum-exp around the maximum), in
 // fewer instructions: arguments below -87.3 are clamped instead of giving 0, and 2^n is added to the exponent
 // bits instead of multiplied. Both only change terms below 2^-125, which do not change a sum >= 1 in float, so the

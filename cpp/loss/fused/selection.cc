@@ -156,15 +156,13 @@ BCE_ALWAYS_INLINE void SumAboveBucketBody(const float* __restrict losses, int64_
 BCE_TARGET_AVX2 void SumAboveBucketAvx2(const float* losses, int64_t begin, int64_t end, uint32_t bucket,
                                         const LossInputs& in, BlockPart& part) {
   if (in.weight != nullptr) return SumAboveBucketBody(losses, begin, end, bucket, in, part);
-  const __m256i sign = _mm256_set1_epi32(static_cast<int>(0x80000000u));
   const __m256i bucket8 = _mm256_set1_epi32(static_cast<int>(bucket));
   __m256d low = _mm256_setzero_pd();   // lanes 0-3
   __m256d high = _mm256_setzero_pd();  // lanes 4-7
   int64_t i = begin;
   for (; i + kSumLanes <= end; i += kSumLanes) {
     const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(losses + i));
-    const __m256i digit =
-        _mm256_srli_epi32(_mm256_xor_si256(bits, _mm256_or_si256(_mm256_srai_epi32(bits, 31), sign)), kDigitBits);
+    const __m256i digit = _mm256_srli_epi32(Key8(bits), kDigitBits);
     const __m256 kept = _mm256_castsi256_ps(_mm256_and_si256(bits, _mm256_cmpgt_epi32(digit, bucket8)));
     low = _mm256_add_pd(low, _mm256_cvtps_pd(_mm256_castps256_ps128(kept)));
     high = _mm256_add_pd(high, _mm256_cvtps_pd(_mm256_extractf128_ps(kept, 1)));

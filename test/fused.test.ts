@@ -225,6 +225,29 @@ describe('fused kernel, histogram select (pools of 65,536 pixels and more)', () 
   });
 });
 
+describe('fused kernel, threads', () => {
+  test('the loss and gradient do not depend on the thread count, bit for bit', () => {
+    // Sums are formed per fixed block of pixels and ties taken in pixel order, whatever the threads.
+    const before = bce.getNumThreads();
+    const runs = [1, 2, 3].map((threads) => {
+      bce.setNumThreads(threads);
+      try {
+        // The spatial, histogram-select and (N, C) cases: every pass, both layouts.
+        return fusedCases().slice(0, 4).map((c) => runCase(c, 'fused'));
+      } finally {
+        bce.setNumThreads(before);
+      }
+    });
+    for (const other of runs.slice(1)) {
+      other.forEach((run, i) => {
+        expect(Object.is(run.loss, runs[0][i].loss)).toBe(true);
+        expect(run.k).toBe(runs[0][i].k);
+        expect(run.grad.every((g, j) => Object.is(g, runs[0][i].grad[j]))).toBe(true);
+      });
+    }
+  });
+});
+
 describe('fused kernel, portable loops against the AVX2 code', () => {
   /** A run as the child sends it: the loss as a string (NaN survives), the gradient as base64 float32. */
   type EncodedRun = Omit<FusedRun, 'loss' | 'grad'> & { loss: string; grad: string };

@@ -22,10 +22,10 @@ constexpr int64_t kBlockPixels = int64_t{1} << 16;
 // Forward pass 2: exactly the k largest losses, their sum, and a loss vector that backward can read the
 // selection from.
 //
-// The k-th largest key is found by two 16-bit digits. Pass 1 gave the histogram of the top digit, so the bucket
-// holding the k-th largest is known; one pass over the losses then sums every loss above that bucket (selected
-// for sure) and lists the pixels inside it, the candidates (typically a small fraction: a bucket spans 1/128 of
-// an octave). The low digit and the ties are settled on the candidates alone. Selection is then simply
+// Pass 1 gave the histogram of the keys' top 16 bits, so the bucket holding the k-th largest key is known; one
+// pass over the losses then sums every loss above that bucket (selected for sure) and lists the pixels inside it,
+// the candidates (typically a small fraction: a bucket spans 1/128 of an octave). The exact k-th key
+// (nth_element) and the ties are settled on the candidates alone. Selection is then simply
 // Key(loss) >= threshold key: candidates below the threshold already fail it, and threshold ties that are not
 // taken get kIgnoredLoss written over their loss, so backward needs neither a mask nor the tie rule.
 //
@@ -55,9 +55,9 @@ inline double WeightOf(const LossInputs& in, int64_t pixel) {
   return in.weight != nullptr ? static_cast<double>(in.weight[in.target[pixel]]) : 0.0;
 }
 
-// Settles the candidates (pixels in increasing order whose keys lie in [lowest, highest], `rank` of the k still to
-// be chosen among them): finds the threshold key, adds the selected candidates to `selection`, and overwrites the
-// threshold ties that are not taken with kIgnoredLoss.
+// Settles the candidates (pixel indices in increasing order, among which `rank` of the k are still to be
+// chosen): finds the threshold key, adds the selected candidates to `selection`, and overwrites the threshold ties
+// that are not taken with kIgnoredLoss.
 void SettleCandidates(const std::vector<int64_t>& candidates, int64_t rank, float* losses, const LossInputs& in,
                       Selection& selection) {
   TORCH_CHECK(rank >= 1 && static_cast<int64_t>(candidates.size()) >= rank,

@@ -73,7 +73,8 @@ bool TensorHandle::IsHandle(const Napi::Value& value) {
 at::Tensor TensorHandle::From(Napi::Env env, const Napi::Value& value, const char* what) {
   if (!IsHandle(value)) ThrowType(env, std::string(what) + " must be a Tensor");
   TensorHandle* handle = Napi::ObjectWrap<TensorHandle>::Unwrap(value.As<Napi::Object>());
-  return handle->Live(env);
+  if (!handle->tensor_.defined()) throw Napi::Error::New(env, std::string(what) + " was disposed and can no longer be used");
+  return handle->tensor_;
 }
 
 const at::Tensor& TensorHandle::Live(Napi::Env env) const {

@@ -5,7 +5,7 @@
  */
 import * as fs from 'fs';
 import { native, NativeHandle } from './native';
-import { Tensor, checkCudaAvailable, checkTensor } from './tensor';
+import { Tensor, checkCudaAvailable, checkTensor, noteDeviceMove } from './tensor';
 import { checkBoolean, checkDevice, checkOptions, describe } from './validate';
 
 /** Methods of the native ModuleHandle (cpp/jit_module.cc). */
@@ -110,6 +110,7 @@ export class Module {
     checkDevice(device, 'device');
     checkCudaAvailable(device);
     this.native.to(device);
+    noteDeviceMove();
     return this;
   }
 

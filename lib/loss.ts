@@ -95,7 +95,7 @@ function checkSameDevice(tensor: Tensor, input: Tensor, name: string): void {
 
 function checkFloatingInput(input: Tensor, minDims: number): void {
   if (!isFloating(input.dtype)) throw new TypeError(`input must be a floating-point tensor, got ${input.dtype}`);
-  if (input.shape.length < minDims) {
+  if (input.sizes.length < minDims) {
     throw new RangeError(
       minDims === 2
         ? `input must have shape (N, C) or (N, C, d1, ...), got [${input.shape}]`
@@ -114,10 +114,10 @@ function checkCrossEntropyArgs(
   const t = checkTensor(target, 'target');
   checkFloatingInput(x, 2);
   checkSameDevice(t, x, 'target');
-  const shape = x.shape;
+  const shape = x.sizes;
   if (isFloating(t.dtype)) {
     if (t.dtype !== x.dtype) throw new TypeError(`probability target must have the input's dtype ${x.dtype}, got ${t.dtype}`);
-    if (!sameShape(t.shape, shape)) {
+    if (!sameShape(t.sizes, shape)) {
       throw new RangeError(`probability target must have the input's shape [${shape}], got [${t.shape}]`);
     }
   } else {
@@ -125,7 +125,7 @@ function checkCrossEntropyArgs(
       throw new TypeError(`target must hold class indices (int64, int32 or uint8) or probabilities, got ${t.dtype}`);
     }
     const expected = [shape[0], ...shape.slice(2)];
-    if (!sameShape(t.shape, expected)) {
+    if (!sameShape(t.sizes, expected)) {
       throw new RangeError(`target must have shape [${expected}] for input of shape [${shape}], got [${t.shape}]`);
     }
   }
@@ -135,7 +135,7 @@ function checkCrossEntropyArgs(
   let weight;
   if (o.weight !== undefined) {
     const w = checkTensor(o.weight, 'weight');
-    if (w.shape.length !== 1 || w.shape[0] !== shape[1]) {
+    if (w.sizes.length !== 1 || w.sizes[0] !== shape[1]) {
       throw new RangeError(`weight must be a 1-D tensor of length C = ${shape[1]}, got shape [${w.shape}]`);
     }
     if (w.dtype !== x.dtype) throw new TypeError(`weight must have the input's dtype ${x.dtype}, got ${w.dtype}`);
@@ -266,7 +266,7 @@ function binary(
   checkFloatingInput(x, 1);
   checkSameDevice(t, x, 'target');
   if (t.dtype !== x.dtype) throw new TypeError(`target must have the input's dtype ${x.dtype}, got ${t.dtype}`);
-  if (!sameShape(t.shape, x.shape)) throw new RangeError(`target must have the input's shape [${x.shape}], got [${t.shape}]`);
+  if (!sameShape(t.sizes, x.sizes)) throw new RangeError(`target must have the input's shape [${x.shape}], got [${t.shape}]`);
   const extra = (name: 'weight' | 'posWeight') => {
     if (o[name] === undefined) return undefined;
     const w = checkTensor(o[name], name);

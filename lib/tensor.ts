@@ -27,8 +27,24 @@ export function checkTensor(value: unknown, name: string): Tensor {
     }
     throw new TypeError(`${name} must be a Tensor, got ${describe(value)}`);
   }
-  if (value.isDisposed) throw new Error(`${name} was disposed and can no longer be used`);
+  // The facade's own flag, not a native call: this check runs for every argument of every loss call. A handle
+  // freed some other way is still refused natively (TensorHandle::From names the argument too).
+  if (value.disposedHere) throw new Error(`${name} was disposed and can no longer be used`);
   return value;
+}
+
+// Moving a module's parameters in place (jit Module.to) changes the device under existing handles: it bumps
+// this count, which invalidates every tensor's cached device.
+let deviceMoves = 0;
+
+// The cached properties say what the native getters would (cpp/tensor_handle.cc).
+function throwDisposed(): never {
+  throw new Error('the tensor was disposed and can no longer be used');
+}
+
+/** @internal Called after an in-place device move (jit Module.to). */
+export function noteDeviceMove(): void {
+  deviceMoves += 1;
 }
 
 /** A Tensor that went through the structured clone algorithm: its `handle` is left as an empty plain object. */
@@ -51,29 +67,50 @@ export class Tensor {
   /** @internal Use the factories (`tensor`, `zeros`, ...) to make tensors. */
   constructor(handle: NativeHandle) {
     this.handle = handle;
+    // Non-enumerable: a spread copy ({ ...t }) does not carry it.
     Object.defineProperty(this, TENSOR_TAG, { value: true });
     track(this);
   }
 
   // A handle's shape and dtype never change (no in-place resizing or casting is exposed), so they are read from
-  // the native side once: argument checks ask for them on every loss call.
-  // Not the device: Module.to(device) moves parameters in place, under the same handles.
-  private cachedShape?: number[];
-  private cachedDtype?: DType;
+  // the native side once: argument checks ask for them on every loss call. The device is cached until the next
+  // in-place move (Module.to moves parameters under the same handles: noteDeviceMove). Private fields: a
+  // structured clone of a tensor (postMessage) carries none of them.
+  #shape?: number[];
+  #dtype?: DType;
+  #device?: string;
+  #deviceAt = -1;
+  #disposed = false;
+
+  /** @internal Whether dispose() was called on this object. */
+  get disposedHere(): boolean {
+    return this.#disposed;
+  }
 
   /** Sizes of each dimension. */
   get shape(): number[] {
-    this.cachedShape ??= this.handle.shape();
-    return this.cachedShape.slice();
+    return this.sizes.slice();
+  }
+
+  /** @internal The cached sizes themselves, not a copy: for argument checks, which never modify them. */
+  get sizes(): readonly number[] {
+    if (this.#disposed) throwDisposed();
+    return (this.#shape ??= this.handle.shape());
   }
 
   get dtype(): DType {
-    return (this.cachedDtype ??= this.handle.dtype() as DType);
+    if (this.#disposed) throwDisposed();
+    return (this.#dtype ??= this.handle.dtype() as DType);
   }
 
   /** 'cpu', 'cuda:0', ... */
   get device(): string {
-    return this.handle.device();
+    if (this.#disposed) throwDisposed();
+    if (this.#deviceAt !== deviceMoves) {
+      this.#device = this.handle.device();
+      this.#deviceAt = deviceMoves;
+    }
+    return this.#device as string;
   }
 
   /** Number of elements. */
@@ -171,6 +208,7 @@ export class Tensor {
   /** Frees the native tensor now. Safe to call twice; using the tensor afterwards throws. */
   dispose(): void {
     this.handle.dispose();
+    this.#disposed = true;
   }
 
   [Symbol.dispose](): void {

@@ -5,6 +5,7 @@
  * Skipped, with the reason printed, where the addon sees no GPU (a CPU LibTorch, or no device). With
  * BCE_TEST_CUDA=1 (scripts/gpu-check sets it) a missing GPU fails the suite instead of skipping it.
  */
+import * as path from 'path';
 import * as bce from '../lib';
 
 const available = bce.cuda.isAvailable();
@@ -132,6 +133,16 @@ describeCuda('CUDA', () => {
     // No device-side assert happened: the CUDA context still works.
     const ok = bce.tensor([0, 1, 2, -100], { dtype: 'int64', device: 'cuda' });
     expect(Number.isFinite(bce.bootstrappedCrossEntropy(input, ok, 100, 0.5).to('cpu').item())).toBe(true);
+  });
+
+  test('a module moved in place: its parameters report the new device (the facade caches devices)', () => {
+    const model = bce.jit.load(path.join(__dirname, '..', 'models', 'segnet.pt'));
+    const params = model.parameters();
+    expect(params[0].device).toBe('cpu');
+    model.to('cuda');
+    expect(params[0].device).toMatch(/^cuda/);
+    model.to('cpu');
+    expect(params[0].device).toBe('cpu');
   });
 
   test('input and target on different devices are refused', () => {

@@ -253,6 +253,32 @@ describe('bad arguments give named errors', () => {
     named(() => bce.ones([2]).add(t), 'Error', /other was disposed/);
   });
 
+  test('shape, dtype and device throw after dispose, although the facade caches them', () => {
+    const t = bce.zeros([2, 3]);
+    expect([t.shape, t.dtype, t.device]).toEqual([[2, 3], 'float32', 'cpu']);
+    t.dispose();
+    named(() => t.shape, 'Error', /^the tensor was disposed and can no longer be used$/);
+    named(() => t.dtype, 'Error', /^the tensor was disposed/);
+    named(() => t.device, 'Error', /^the tensor was disposed/);
+    // The cached sizes are not handed out: changing the returned shape changes nothing.
+    const u = bce.zeros([4]);
+    u.shape.push(7);
+    expect(u.shape).toEqual([4]);
+  });
+
+  test('a handle freed behind the facade is refused natively, naming the argument', () => {
+    const x = bce.randn([2, 3]);
+    const y = bce.tensor([0, 2], { dtype: 'int64' });
+    // Shape, dtype and device cached by a first call, so the facade's checks pass on what it remembers.
+    bce.crossEntropy(x, y).dispose();
+    // A second Tensor on the same native handle: disposing it frees the handle that x still holds.
+    const alias = new bce.Tensor(x.handle);
+    alias.dispose();
+    expect(x.isDisposed).toBe(true);
+    named(() => bce.crossEntropy(x, y), 'Error', /^input was disposed and can no longer be used$/);
+    named(() => bce.crossEntropy(bce.randn([2, 3]), y, { weight: alias }), 'Error', /weight was disposed/);
+  });
+
   test('CUDA requested without CUDA gives a clear error', () => {
     if (bce.cuda.isAvailable()) {
       console.warn('skipped: a GPU is present, so CUDA requests succeed');

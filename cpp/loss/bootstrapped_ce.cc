@@ -3,14 +3,32 @@
 #include "loss/fused_ce_cpu.h"
 #include "loss/select.h"
 
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <torch/nn/functional/loss.h>
 
+#include <initializer_list>
 #include <string>
 
 namespace bce {
 namespace F = torch::nn::functional;
 
 namespace {
+
+// When no argument needs a gradient, the ops below go straight to their kernels, skipping autograd's dispatch
+// layer: the result is the same (no graph would be recorded), and at small sizes that layer is a few microseconds
+// of a ~35 us call. Unlike InferenceMode, the results are ordinary tensors that later autograd code may use.
+class NoAutogradUnlessNeeded {
+ public:
+  NoAutogradUnlessNeeded(std::initializer_list<const at::Tensor*> arguments) {
+    for (const at::Tensor* argument : arguments) {
+      if (argument->defined() && argument->requires_grad()) return;
+    }
+    below_autograd_.emplace();
+  }
+
+ private:
+  c10::optional<at::AutoDispatchBelowADInplaceOrView> below_autograd_;
+};
 
 // Integer class indices as int64 (what LibTorch's nll_loss wants); uint8 and int32 label maps are accepted.
 at::Tensor IndexTarget(const at::Tensor& target) {
@@ -63,6 +81,7 @@ int64_t KeepCount(double p, int64_t n) {
 
 BootstrappedResult bootstrapped_cross_entropy(const at::Tensor& input, const at::Tensor& raw_target,
                                               const BootstrappedOptions& options) {
+  const NoAutogradUnlessNeeded no_autograd({&input, &raw_target, &options.weight});
   const bool probabilities = at::isFloatingType(raw_target.scalar_type());
   CheckShapes(input, raw_target, probabilities);
   TORCH_CHECK_VALUE(options.p > 0.0 && options.p <= 1.0, "p must be in (0, 1], got ", options.p);
@@ -101,6 +120,7 @@ BootstrappedResult bootstrapped_cross_entropy(const at::Tensor& input, const at:
 
 BootstrappedResult bootstrapped_binary_cross_entropy(const at::Tensor& input, const at::Tensor& target,
                                                      const BootstrappedOptions& options, bool with_logits) {
+  const NoAutogradUnlessNeeded no_autograd({&input, &target, &options.weight, &options.pos_weight});
   TORCH_CHECK_TYPE(at::isFloatingType(input.scalar_type()) && at::isFloatingType(target.scalar_type()),
                    "input and target must be floating-point tensors");
   TORCH_CHECK_VALUE(input.sizes() == target.sizes(), "target must have the input's shape ", input.sizes(),
@@ -129,6 +149,7 @@ BootstrappedResult bootstrapped_binary_cross_entropy(const at::Tensor& input, co
 }
 
 at::Tensor cross_entropy(const at::Tensor& input, const at::Tensor& raw_target, const BootstrappedOptions& options) {
+  const NoAutogradUnlessNeeded no_autograd({&input, &raw_target, &options.weight});
   const bool probabilities = at::isFloatingType(raw_target.scalar_type());
   CheckShapes(input, raw_target, probabilities);
   F::CrossEntropyFuncOptions ce = CrossEntropyOptions(options, probabilities);

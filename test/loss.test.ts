@@ -253,6 +253,56 @@ describe('gradients (rule 6)', () => {
   });
 });
 
+describe('which arguments autograd follows', () => {
+  test('no argument needs a gradient: no graph, and the loss still works with autograd later', () => {
+    const random = prng(31);
+    const logits = randomLogits(random, 1, 3, 6);
+    const target = [[0, 2, 1, -100, 2, 0]];
+    const { input, target: t } = make(logits, target, false);
+    const expected = expectedBatch(pixelLosses(logits, target), target, 0.5);
+    for (const impl of ['reference', 'auto'] as const) {
+      const loss = bce.bootstrappedCrossEntropy(input, t, 0, 0.5, { impl });
+      expect(loss.requiresGrad).toBe(false);
+      expect(Math.abs(loss.item() - expected.mean)).toBeLessThan(TOL);
+      // Used as a constant in a graph built afterwards: d(loss * a)/da = loss.
+      const a = bce.tensor([3], { dtype: 'float64', requiresGrad: true });
+      loss.mul(a).sum().backward();
+      expect(Math.abs((a.grad!.toArray() as Float64Array)[0] - expected.mean)).toBeLessThan(TOL);
+    }
+  });
+
+  test('class weights that require grad are refused, as PyTorch refuses them, although the input does not', () => {
+    const { input, target: t } = make(randomLogits(prng(32), 1, 3, 6), [[0, 2, 1, -100, 2, 0]], false);
+    const w = bce.tensor([1, 2, 3], { dtype: 'float64', requiresGrad: true });
+    // LibTorch's nll_loss has no derivative for its weight; skipping autograd here would hide that.
+    expect(() => bce.bootstrappedCrossEntropy(input, t, 0, 0.5, { weight: w, impl: 'reference' })).toThrow(
+      /not differentiable with respect to argument 'weight'/,
+    );
+    // float32, where 'auto' would otherwise take the fused kernel: the same answer, not a missing gradient.
+    const x32 = bce.randn([1, 3, 4, 4], { requiresGrad: true });
+    const y32 = bce.randint(0, 3, [1, 4, 4]);
+    const w32 = bce.tensor([1, 2, 3], { requiresGrad: true });
+    expect(() => bce.bootstrappedCrossEntropy(x32, y32, 0, 0.5, { weight: w32 })).toThrow(/not differentiable/);
+    expect(() => bce.bootstrappedCrossEntropy(x32, y32, 0, 0.5, { weight: w32, impl: 'fused' })).toThrow(
+      /impl 'fused' does not apply here/,
+    );
+  });
+
+  test('probability targets that require grad get -log_softmax / k, the input not requiring it', () => {
+    const random = prng(33);
+    const logits = randomLogits(random, 1, 3, 4);
+    const probs = Array.from({ length: 3 }, () => Array.from({ length: 4 }, () => 1 / 3));
+    const input = bce.tensor(logits.flat(2), { shape: [1, 3, 4], dtype: 'float64' });
+    const target = bce.tensor(probs.flat(), { shape: [1, 3, 4], dtype: 'float64', requiresGrad: true });
+    bce.bootstrappedCrossEntropy(input, target, 0, 1).backward();
+    const logp = logSoftmax(logits)[0];
+    const grad = target.grad!.toArray() as Float64Array;
+    for (let c = 0; c < 3; c++) {
+      for (let s = 0; s < 4; s++) expect(Math.abs(grad[c * 4 + s] + logp[s][c] / 4)).toBeLessThan(TOL);
+    }
+  });
+});
+
 describe('probability targets and label smoothing (rule 7)', () => {
   test('probability targets: -sum t log p, mean over k', () => {
     const random = prng(9);

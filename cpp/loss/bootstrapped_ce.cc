@@ -68,7 +68,8 @@ F::CrossEntropyFuncOptions CrossEntropyOptions(const BootstrappedOptions& option
 void RefuseFused(const BootstrappedOptions& options) {
   TORCH_CHECK(options.impl != Impl::kFused, "impl 'fused' does not apply here: it needs a contiguous float32 CPU "
               "input with fewer than 2^31 pixels, class-index targets, labelSmoothing 0, perSample false, "
-              "reduction 'mean' or 'sum', and no class weights or float32 CPU class weights of length C");
+              "reduction 'mean' or 'sum', and no class weights or float32 CPU class weights of length C that do not "
+              "require grad");
 }
 
 }  // namespace

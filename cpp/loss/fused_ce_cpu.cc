@@ -128,6 +128,8 @@ bool FusedApplies(const at::Tensor& input, const at::Tensor& target, const Boots
       !(IsFloatCpu(options.weight) && options.weight.dim() == 1 && options.weight.size(0) == input.size(1))) {
     return false;
   }
+  // LibTorch's nll_loss has no derivative for its weight and says so; the fused kernel would silently give none.
+  if (options.weight.defined() && options.weight.requires_grad()) return false;
   // The histograms count in uint32 per task and the kernels index pixels in int64: keep well inside both.
   if (input.numel() / input.size(1) >= (int64_t{1} << 31)) return false;
   return true;

@@ -60,8 +60,9 @@ void ScalarPixelLosses(const RunPlan& plan, const float* logits, int64_t first_p
 
 // Block math, written once as plain loops (GenericBlockMath, any CPU; also the partial blocks at the end of a run)
 // and once with AVX2 + FMA intrinsics (Avx2BlockMath, full blocks of spatial inputs, chosen at run time): GCC
-// does not vectorise the plain loops well once it unrolls the 16 lanes. Both compute the same formulas (Cephes
-// expf and logf, ~1 ulp) in the same order.
+// does not vectorise the plain loops well once it unrolls the 16 lanes. Both take logs with Cephes logf (~1 ulp);
+// the plain loops sum Cephes expf's exps, the AVX2 code a cheaper table-based exp of the same accuracy
+// (Exp8ForSum), so the two agree to about an ulp, not bit for bit (test/fused.test.ts compares them).
 
 struct GenericBlockMath {
   // Loads `count` pixels' logits (count <= kBlockLanes; the other lanes get 0) into scratch.values and takes each
@@ -144,22 +145,20 @@ struct Avx2BlockMath {
     return _mm256_movemask_ps(nan) != 0;
   }
 
-  // The same sums, bit for bit (Exp8OfNonPositiveForSum).
+  // The sums with Exp8ForSum (within an ulp of Cephes expf's, not bit for bit). One 8-lane half at a time: with
+  // both halves in one loop the two accumulators and maxima did not fit in the 16 registers beside the exp's
+  // constants, and GCC kept them in memory, on the loop's dependency chain.
   static BCE_TARGET_AVX2 void SumExps(int64_t classes, BlockScratch& scratch) {
     const float* values = scratch.values.data();
-    const __m256 max0 = _mm256_loadu_ps(scratch.max_logit);
-    const __m256 max1 = _mm256_loadu_ps(scratch.max_logit + 8);
-    __m256 sum0 = _mm256_setzero_ps();
-    __m256 sum1 = _mm256_setzero_ps();
-    for (int64_t c = 0; c < classes; ++c) {
-      const float* row = values + c * kBlockLanes;
-      const __m256 e0 = Exp8OfNonPositiveForSum(_mm256_sub_ps(_mm256_loadu_ps(row), max0));
-      const __m256 e1 = Exp8OfNonPositiveForSum(_mm256_sub_ps(_mm256_loadu_ps(row + 8), max1));
-      sum0 = _mm256_add_ps(sum0, e0);
-      sum1 = _mm256_add_ps(sum1, e1);
+    for (int half = 0; half < 2; ++half) {
+      const __m256 max = _mm256_loadu_ps(scratch.max_logit + half * 8);
+      __m256 sum = _mm256_setzero_ps();
+      for (int64_t c = 0; c < classes; ++c) {
+        const __m256 x = _mm256_loadu_ps(values + c * kBlockLanes + half * 8);
+        sum = _mm256_add_ps(sum, Exp8ForSum(_mm256_sub_ps(x, max)));
+      }
+      _mm256_storeu_ps(scratch.sum_exp + half * 8, sum);
     }
-    _mm256_storeu_ps(scratch.sum_exp, sum0);
-    _mm256_storeu_ps(scratch.sum_exp + 8, sum1);
   }
 
   static BCE_TARGET_AVX2 void LogOfSums(BlockScratch& scratch) {

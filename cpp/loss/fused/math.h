@@ -1,5 +1,5 @@
 // Arithmetic of the fused kernel: bit casts, Cephes expf and logf (scalar, written to vectorise, and AVX2 + FMA
-// versions of the same formulas), the order-preserving keys the selection ranks losses by, and libm log-sum-exp for
+// versions: the same logf, and a table-based exp for sums), the order-preserving keys the selection ranks losses by, and libm log-sum-exp for
 // the rare pixels with non-finite logits.
 #pragma once
 
@@ -125,25 +125,44 @@ BCE_TARGET_AVX2 BCE_ALWAYS_INLINE __m256i Key8(__m256i bits) {
   return _mm256_xor_si256(bits, _mm256_or_si256(_mm256_srai_epi32(bits, 31), sign));
 }
 
-// ExpOfNonPositive on 8 lanes, for a sum of exps that holds exp(0) = 1 (a log-sum-exp around the maximum), in
-// fewer instructions: arguments below -87.3 are clamped instead of giving 0, and 2^n is added to the exponent
-// bits instead of multiplied. Both only change terms below 2^-125, which do not change a sum >= 1 in float, so the
-// sum is the same, bit for bit, as ExpOfNonPositive's. Not for exps used one by one (softmax values).
-BCE_TARGET_AVX2 BCE_ALWAYS_INLINE __m256 Exp8OfNonPositiveForSum(__m256 x) {
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
-  const __m256 t = _mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f));
-  const __m256i n = _mm256_cvttps_epi32(_mm256_sub_ps(t, _mm256_set1_ps(0.5f)));
-  const __m256 nf = _mm256_cvtepi32_ps(n);
-  __m256 r = _mm256_fnmadd_ps(nf, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fmadd_ps(nf, _mm256_set1_ps(2.12194440e-4f), r);
-  __m256 poly = _mm256_set1_ps(1.9875691500e-4f);
-  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(1.3981999507e-3f));
-  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(8.3334519073e-3f));
-  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(4.1665795894e-2f));
-  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(1.6666665459e-1f));
-  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(5.0000001201e-1f));
-  const __m256 mantissa = _mm256_add_ps(_mm256_fmadd_ps(poly, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
-  return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(mantissa), _mm256_slli_epi32(n, 23)));
+// exp(x) for x <= 0 on 8 lanes, for a sum of exps that holds exp(0) = 1 (a log-sum-exp around the maximum). Not
+// for exps used one by one (softmax values: ExpOfNonPositive).
+//
+// x = (8n + j) ln2/8 + r with |r| <= ln2/16, so exp(x) = 2^n * 2^(j/8) * exp(r): 2^(j/8) comes from an 8-entry
+// table held in a register (one permute), exp(r) - 1 from a Taylor polynomial of degree 4 (truncation error
+// below 1.3e-9, far under float's 6e-8). The FMA unit, which bounds this loop, does 8 operations where Cephes
+// expf takes 10 (pass 1 ~15 % faster); the result is within 0.9 ulp, mean 0.067 (every 3rd float in [-87, 0]
+// against double exp; Cephes expf: 1.01 and 0.066). A second table holding 2^(j/8)'s rounding error brought the
+// worst case to 0.6 ulp but cost half the gain.
+// - m = 8n + j is rounded by adding 1.5 * 2^23 (the low bits of the sum then hold m): no float-int conversions.
+// - r = x - m ln2/8 in two steps (Cody and Waite: ln2/8 split so that m times its high part is exact).
+// - Arguments below -87 are clamped, and 2^n is added to the exponent bits instead of multiplied: that changes
+//   only terms below 2^-125, which cannot change a sum >= 1 in float.
+BCE_TARGET_AVX2 BCE_ALWAYS_INLINE __m256 Exp8ForSum(__m256 x) {
+  const __m256 round_bias = _mm256_set1_ps(12582912.0f);  // 1.5 * 2^23
+  const __m256 table = _mm256_setr_ps(1.0f, 1.0905077457427979f, 1.1892070770263672f, 1.2968395948410034f,
+                                      1.4142135381698608f, 1.5422108173370361f, 1.6817928552627563f,
+                                      1.8340080976486206f);  // 2^(j/8), j = 0..7
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  const __m256 biased = _mm256_fmadd_ps(x, _mm256_set1_ps(11.541560327111707f), round_bias);  // 8 / ln2
+  const __m256 m = _mm256_sub_ps(biased, round_bias);
+  __m256 r = _mm256_fnmadd_ps(m, _mm256_set1_ps(0.086639404296875f), x);  // ln2/8, 12 low bits zero
+  r = _mm256_fnmadd_ps(m, _mm256_set1_ps(3.993272912339307e-06f), r);     // the rest of ln2/8
+  // exp(r) - 1 = r (1 + r/2 + r^2/6 + r^3/24)
+  __m256 poly = _mm256_set1_ps(1.0f / 24.0f);
+  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(1.0f / 6.0f));
+  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(0.5f));
+  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(1.0f));
+  const __m256 exp_r_minus_1 = _mm256_mul_ps(poly, r);
+  // The permute reads the low 3 bits of each index: j = m mod 8.
+  const __m256i m_bits = _mm256_castps_si256(biased);  // low bits: m in two's complement
+  const __m256 two_to_j_eighths = _mm256_permutevar8x32_ps(table, m_bits);
+  // 2^(j/8) exp(r), in [0.95, 1.92], with one rounding.
+  const __m256 mantissa = _mm256_fmadd_ps(two_to_j_eighths, exp_r_minus_1, two_to_j_eighths);
+  // n = floor(m / 8) into the exponent field: bits 3.. of m moved to bits 23.., the bits of j cleared.
+  const __m256i scale =
+      _mm256_and_si256(_mm256_slli_epi32(m_bits, 20), _mm256_set1_epi32(static_cast<int>(0xff800000u)));
+  return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(mantissa), scale));
 }
 
 BCE_TARGET_AVX2 BCE_ALWAYS_INLINE __m256 Log8OfPositive(__m256 x) {  // LogOfPositive, 8 lanes

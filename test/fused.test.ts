@@ -177,6 +177,8 @@ describe('fused kernel, histogram select (pools of 65,536 pixels and more)', () 
     // 4096 pixels of 4 classes. Pixel 100 has a -inf logit in a class other than its label (finite loss); pixel
     // 200 is ignored with a NaN logit (no effect on the loss; a NaN gradient column, as PyTorch's 0 * NaN gives);
     // per variant, pixel 300 has a NaN logit or pixel 400 a +inf one (NaN loss, selected first, as in PyTorch).
+    // In the last variant every logit is finite but two -inf ones below a finite maximum (pixel 200 made finite;
+    // pixel 500 selected with a -inf logit): backward then skips its look for non-finite logits.
     const random = prng(25);
     const C = 4;
     const S = 4096;
@@ -186,10 +188,15 @@ describe('fused kernel, histogram select (pools of 65,536 pixels and more)', () 
     base[2][100] = -Infinity;
     target[200] = IGNORE;
     base[1][200] = NaN;
+    target[500] = 0;
     const variants: Array<[string, (logits: number[][]) => void]> = [
       ['finite losses', () => undefined],
       ['NaN logit', (logits) => { logits[3][300] = NaN; }],
       ['+inf logit', (logits) => { logits[0][400] = Infinity; }],
+      ['-inf below a finite maximum only', (logits) => {
+        logits[1][200] = 0.5;
+        [-3, 10, -3, -Infinity].forEach((x, c) => { logits[c][500] = x; });
+      }],
     ];
     for (const [, change] of variants) {
       const logits = base.map((row) => row.slice());

@@ -73,22 +73,24 @@ class FusedCrossEntropyFunction : public torch::autograd::Function<FusedCrossEnt
  public:
   // input: contiguous float32 (N, C, ...); target: contiguous int64; weight: contiguous float32 (C) or none (an
   // optional, because apply() cannot take an undefined tensor); losses: pass 2's loss vector; threshold_key: the
-  // selection's; value: the loss; denominator: what the selected losses' sum was divided by.
+  // selection's; value: the loss; denominator: what the selected losses' sum was divided by; all_finite: pass 1
+  // saw no NaN logit and no non-finite maximum (autograd's version check keeps that true until backward).
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, const at::Tensor& target,
                             const c10::optional<at::Tensor>& class_weight, const at::Tensor& losses,
-                            int64_t threshold_key, double value, double denominator) {
+                            int64_t threshold_key, double value, double denominator, bool all_finite) {
     ctx->save_for_backward({input, target});
     if (class_weight.has_value()) ctx->saved_data["weight"] = *class_weight;
     ctx->saved_data["losses"] = losses;
     ctx->saved_data["threshold_key"] = threshold_key;
     ctx->saved_data["denominator"] = denominator;
+    ctx->saved_data["all_finite"] = all_finite;
     return at::scalar_tensor(value, input.options());
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
     // One entry per forward argument; only the input gets a gradient.
-    torch::autograd::variable_list grads(7);
+    torch::autograd::variable_list grads(8);
     const at::Tensor& grad_output = grad_outputs[0];
     if (!grad_output.defined()) return grads;
     const torch::autograd::variable_list saved = ctx->get_saved_variables();
@@ -103,6 +105,7 @@ class FusedCrossEntropyFunction : public torch::autograd::Function<FusedCrossEnt
     in.losses = losses.data_ptr<float>();
     in.threshold_key = static_cast<uint32_t>(ctx->saved_data["threshold_key"].toInt());
     in.scale = static_cast<float>(grad_output.item<double>() / ctx->saved_data["denominator"].toDouble());
+    in.all_finite = ctx->saved_data["all_finite"].toBool();
     BCE_PHASE_START();
     at::Tensor grad_input = EmptyLike(input);
     ComputeGradient(plan, in, grad_input.data_ptr<float>());
@@ -170,7 +173,7 @@ BootstrappedResult FusedBootstrappedCrossEntropy(const at::Tensor& input, const 
   const c10::optional<at::Tensor> optional_weight = weight.defined() ? c10::optional<at::Tensor>(weight) : c10::nullopt;
   result.loss = FusedCrossEntropyFunction::apply(input, target, optional_weight, losses,
                                                  static_cast<int64_t>(selection.key),
-                                                 selection.loss_sum / denominator, denominator);
+                                                 selection.loss_sum / denominator, denominator, pass.non_finite == 0);
   BCE_PHASE("autograd node");
   return result;
 }

@@ -39,6 +39,8 @@ void ScalarPixelLosses(const RunPlan& plan, const float* logits, int64_t first_p
   for (int64_t lane = 0; lane < count; ++lane) {
     const int64_t pixel = first_pixel + lane;
     const int64_t label = in.target[pixel];
+    const bool exact = NeedsExactPath(block_has_nan, scratch, static_cast<int>(lane));
+    counts.non_finite += exact ? 1 : 0;  // ignored pixels too: their gradient column may be NaN (backward.cc)
     if (label == in.ignore_index || static_cast<uint64_t>(label) >= classes) {
       counts.out_of_range += label == in.ignore_index ? 0 : 1;
       losses[pixel] = kIgnoredLoss;
@@ -47,8 +49,7 @@ void ScalarPixelLosses(const RunPlan& plan, const float* logits, int64_t first_p
     ++counts.valid;
     const float label_logit = scratch.values[label * kBlockLanes + lane];
     // (max - x[y]) and log(sum) are both >= 0, so the loss is never a tiny negative number.
-    float loss = NeedsExactPath(block_has_nan, scratch, static_cast<int>(lane))
-                     ? ExactLogSumExp(logits + lane * plan.pixel_stride(), plan.classes(), plan.class_stride()) -
+    float loss = exact ? ExactLogSumExp(logits + lane * plan.pixel_stride(), plan.classes(), plan.class_stride()) -
                            label_logit
                      : (scratch.max_logit[lane] - label_logit) + scratch.per_lane[lane];
     if (in.weight != nullptr) loss *= in.weight[label];
@@ -307,6 +308,7 @@ LossPassResult ComputeLosses(const RunPlan& plan, const LossInputs& in, bool wit
     for (size_t b = 0; b < local.size(); ++b) result.top_histogram[b] += local[b];
     result.valid += counts.valid;
     result.out_of_range += counts.out_of_range;
+    result.non_finite += counts.non_finite;
   });
   return result;
 }

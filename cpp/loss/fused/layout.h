@@ -92,6 +92,7 @@ struct LossInputs {
 struct PassCounts {
   int64_t valid = 0;         // not ignore_index and in [0, C)
   int64_t out_of_range = 0;  // neither ignore_index nor in [0, C)
+  int64_t non_finite = 0;    // pixels, of any label, in a block with a NaN logit or with a non-finite maximum
 };
 
 // ---------------------------------------------------------------------------------------------------------------

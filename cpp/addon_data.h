@@ -12,6 +12,7 @@ struct AddonData {
   Napi::FunctionReference tensor_constructor;
   int64_t live_tensors = 0;
   int64_t live_bytes = 0;
+  int64_t reported_bytes = 0;  // host memory reported to V8 as external (TensorHandle::Reset)
   // Set by the environment's cleanup hook: finalizers that run during teardown must not call into V8.
   bool tearing_down = false;
 };

@@ -131,6 +131,7 @@ Napi::Value Memory(const Napi::CallbackInfo& info) {
   Napi::Object result = Napi::Object::New(env);
   result.Set("tensors", Napi::Number::New(env, static_cast<double>(data.live_tensors)));
   result.Set("bytes", Napi::Number::New(env, static_cast<double>(data.live_bytes)));
+  result.Set("reportedBytes", Napi::Number::New(env, static_cast<double>(data.reported_bytes)));
   return result;
 }
 

@@ -59,7 +59,7 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   at::Tensor tensor_;
   int64_t bytes_ = 0;
   bool counted_ = false;
-  bool external_ = false;
+  int64_t external_bytes_ = 0;  // what this handle reported to V8 as external memory (see Reset)
 };
 
 }  // namespace bce

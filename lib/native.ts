@@ -86,7 +86,7 @@ export interface NativeAddon {
     parallelInfo: string;
     cpuKernels: 'avx2' | 'baseline';
   };
-  memory(): { tensors: number; bytes: number };
+  memory(): { tensors: number; bytes: number; reportedBytes: number };
   bootstrappedCrossEntropy(input: NativeHandle, target: NativeHandle, options: NativeLossOptions): NativeLossResult;
   bootstrappedBinaryCrossEntropy(
     input: NativeHandle,

@@ -55,6 +55,12 @@ export interface MemoryInfo {
   tensors: number;
   /** Bytes of the elements those handles view. */
   bytes: number;
+  /**
+   * Host bytes reported to V8 as external memory, so that its garbage collector runs in step with native memory:
+   * each CPU storage once (a handle on a tensor that shares its storage, such as `detach()` or a view, reports
+   * nothing).
+   */
+  reportedBytes: number;
 }
 
 /** Live tensor handles of this thread and the bytes they view. */

@@ -160,6 +160,24 @@ describe('memory', () => {
     expect(a.isDisposed).toBe(true);
   });
 
+  test('host memory is reported to V8 once per storage: a detach or a reshape adds nothing', () => {
+    const external = () => bce.memory().reportedBytes;
+    const mb = 2 ** 20;
+    const start = external();
+    const x = bce.zeros([4, mb / 4]); // 4 MiB of float32
+    expect(external() - start).toBe(4 * mb);
+    const leaf = x.detach();
+    const view = x.reshape([mb]);
+    expect(external() - start).toBe(4 * mb);
+    // memory().bytes still counts each handle's view in full.
+    expect(bce.memory().bytes).toBeGreaterThanOrEqual(12 * mb);
+    x.dispose();
+    expect(external() - start).toBe(0);
+    leaf.dispose();
+    view.dispose();
+    expect(external() - start).toBe(0);
+  });
+
   test('tidy() disposes everything made inside except what it returns', () => {
     const start = bce.memory();
     const kept = bce.tidy(() => {

@@ -80,7 +80,7 @@ struct GenericBlockMath {
       const float* __restrict row = logits + c * class_stride;
       float* __restrict out = values + c * kBlockLanes;
 #if defined(__GNUC__) || defined(__clang__)
-      if (pixel_stride == 1) __builtin_prefetch(row + kPrefetchFloats);  // never faults
+      if (pixel_stride == 1) __builtin_prefetch(row + kPrefetchFloats, 0, 2);  // into L2, as below; never faults
 #endif
       for (int lane = 0; lane < kBlockLanes; ++lane) {
         const float x = lane < count ? row[lane * pixel_stride] : 0.0f;
@@ -131,7 +131,9 @@ struct Avx2BlockMath {
     __m256 nan = _mm256_setzero_ps();
     for (int64_t c = 0; c < classes; ++c) {
       const float* row = logits + c * class_stride;
-      _mm_prefetch(reinterpret_cast<const char*>(row + kPrefetchFloats), _MM_HINT_T0);  // never faults
+      // Into L2, not L1: the C rows of a block are one row stride apart, so their lines fall in one L1 set
+      // (more rows than ways), and lines prefetched into L1 were evicted before use (pass 1 ~8 % faster so).
+      _mm_prefetch(reinterpret_cast<const char*>(row + kPrefetchFloats), _MM_HINT_T1);  // never faults
       const __m256 x0 = _mm256_loadu_ps(row);
       const __m256 x1 = _mm256_loadu_ps(row + 8);
       _mm256_storeu_ps(values + c * kBlockLanes, x0);

@@ -63,7 +63,7 @@ void ScalarPixelLosses(const RunPlan& plan, const float* logits, int64_t first_p
 // and once with AVX2 + FMA intrinsics (Avx2BlockMath, full blocks of spatial inputs, chosen at run time): GCC
 // does not vectorise the plain loops well once it unrolls the 16 lanes. Both take logs with Cephes logf (~1 ulp);
 // the plain loops sum Cephes expf's exps, the AVX2 code a cheaper table-based exp of the same accuracy
-// (Exp8ForSum), so the two agree to about an ulp, not bit for bit (test/fused.test.ts compares them).
+// (Exp8ForSum), so the two agree to about an ulp of the sum, not bit for bit (test/fused.test.ts compares them).
 
 struct GenericBlockMath {
   // Loads `count` pixels' logits (count <= kBlockLanes; the other lanes get 0) into scratch.values and takes each
@@ -148,7 +148,7 @@ struct Avx2BlockMath {
     return _mm256_movemask_ps(nan) != 0;
   }
 
-  // The sums with Exp8ForSum (within an ulp of Cephes expf's, not bit for bit). One 8-lane half at a time: with
+  // The sums with Exp8ForSum (as accurate as Cephes expf's for a sum, not bit for bit). One 8-lane half at a time: with
   // both halves in one loop the two accumulators and maxima did not fit in the 16 registers beside the exp's
   // constants, and GCC kept them in memory, on the loop's dependency chain.
   static BCE_TARGET_AVX2 void SumExps(int64_t classes, BlockScratch& scratch) {

@@ -148,8 +148,8 @@ struct Avx2BlockMath {
     return _mm256_movemask_ps(nan) != 0;
   }
 
-  // The sums with Exp8ForSum (as accurate as Cephes expf's for a sum, not bit for bit). One 8-lane half at a time: with
-  // both halves in one loop the two accumulators and maxima did not fit in the 16 registers beside the exp's
+  // The sums with Exp8ForSum (as accurate as Cephes expf's for a sum, not bit for bit). One 8-lane half at a time:
+  // with both halves in one loop the two accumulators and maxima did not fit in the 16 registers beside the exp's
   // constants, and GCC kept them in memory, on the loop's dependency chain.
   static BCE_TARGET_AVX2 void SumExps(int64_t classes, BlockScratch& scratch) {
     const float* values = scratch.values.data();

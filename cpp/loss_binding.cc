@@ -25,61 +25,79 @@ Impl ParseImpl(Napi::Env env, const Napi::Value& value) {
   ThrowType(env, "impl must be 'auto', 'fused' or 'reference'");
 }
 
-// { p, weight?, posWeight?, ignoreIndex, labelSmoothing, reduction, perSample, impl }
-BootstrappedOptions ParseOptions(Napi::Env env, const Napi::Value& value) {
-  if (!value.IsObject()) ThrowType(env, "options must be an object");
-  const Napi::Object object = value.As<Napi::Object>();
-  BootstrappedOptions options;
-  options.p = ParseNumber(env, object.Get("p"), "p");
-  const Napi::Value weight = object.Get("weight");
-  if (!weight.IsUndefined() && !weight.IsNull()) options.weight = TensorHandle::From(env, weight, "weight");
-  const Napi::Value pos_weight = object.Get("posWeight");
-  if (!pos_weight.IsUndefined() && !pos_weight.IsNull()) {
-    options.pos_weight = TensorHandle::From(env, pos_weight, "posWeight");
+// The bindings take their options as positional arguments, and the bootstrapped losses write k, nValid and fused
+// into a Float64Array the caller passes (lib/loss.ts keeps one): reading eight named properties and building a
+// result object cost ~1.5 us of a ~34 us call at 1x19x32x32 (measured against the same call with objects).
+
+// A tensor or undefined (no tensor).
+at::Tensor OptionalTensor(Napi::Env env, const Napi::Value& value, const char* what) {
+  return value.IsUndefined() || value.IsNull() ? at::Tensor() : TensorHandle::From(env, value, what);
+}
+
+Napi::Float64Array StatsArray(Napi::Env env, const Napi::Value& value) {
+  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+      value.As<Napi::TypedArray>().ElementLength() < 3) {
+    ThrowType(env, "stats must be a Float64Array of at least 3 elements");
   }
-  options.ignore_index = ParseInteger(env, object.Get("ignoreIndex"), "ignoreIndex");
-  options.label_smoothing = ParseNumber(env, object.Get("labelSmoothing"), "labelSmoothing");
-  options.reduction = ParseReduction(env, object.Get("reduction"));
-  options.per_sample = ParseBool(env, object.Get("perSample"), "perSample");
-  options.impl = ParseImpl(env, object.Get("impl"));
-  return options;
+  return value.As<Napi::Float64Array>();
 }
 
-Napi::Value ResultToObject(Napi::Env env, BootstrappedResult result) {
-  Napi::Object object = Napi::Object::New(env);
-  object.Set("loss", TensorHandle::Wrap(env, std::move(result.loss)));
-  object.Set("k", Napi::Number::New(env, static_cast<double>(result.k)));
-  object.Set("nValid", Napi::Number::New(env, static_cast<double>(result.n_valid)));
-  object.Set("fused", Napi::Boolean::New(env, result.fused));
-  return object;
+// stats = [k, nValid, fused (1 or 0)]; returns the loss.
+Napi::Value WithStats(Napi::Env env, BootstrappedResult result, Napi::Float64Array stats) {
+  stats[0] = static_cast<double>(result.k);
+  stats[1] = static_cast<double>(result.n_valid);
+  stats[2] = result.fused ? 1.0 : 0.0;
+  return TensorHandle::Wrap(env, std::move(result.loss));
 }
 
-// bootstrappedCrossEntropy(input, target, options) -> { loss, k, nValid, fused }
+// bootstrappedCrossEntropy(input, target, weight, p, ignoreIndex, labelSmoothing, reduction, perSample, impl,
+//                          stats) -> loss
 Napi::Value BootstrappedCrossEntropy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& input = TensorHandle::From(env, info[0], "input");
   const at::Tensor& target = TensorHandle::From(env, info[1], "target");
-  const BootstrappedOptions options = ParseOptions(env, info[2]);
-  return ResultToObject(env, Guard(env, [&] { return bootstrapped_cross_entropy(input, target, options); }));
+  BootstrappedOptions options;
+  options.weight = OptionalTensor(env, info[2], "weight");
+  options.p = ParseNumber(env, info[3], "p");
+  options.ignore_index = ParseInteger(env, info[4], "ignoreIndex");
+  options.label_smoothing = ParseNumber(env, info[5], "labelSmoothing");
+  options.reduction = ParseReduction(env, info[6]);
+  options.per_sample = ParseBool(env, info[7], "perSample");
+  options.impl = ParseImpl(env, info[8]);
+  const Napi::Float64Array stats = StatsArray(env, info[9]);
+  return WithStats(env, Guard(env, [&] { return bootstrapped_cross_entropy(input, target, options); }), stats);
 }
 
-// bootstrappedBinaryCrossEntropy(input, target, options, withLogits) -> { loss, k, nValid, fused }
+// bootstrappedBinaryCrossEntropy(input, target, weight, posWeight, p, reduction, perSample, withLogits, stats)
+//   -> loss
 Napi::Value BootstrappedBinaryCrossEntropy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& input = TensorHandle::From(env, info[0], "input");
   const at::Tensor& target = TensorHandle::From(env, info[1], "target");
-  const BootstrappedOptions options = ParseOptions(env, info[2]);
-  const bool with_logits = ParseBool(env, info[3], "withLogits");
-  return ResultToObject(
-      env, Guard(env, [&] { return bootstrapped_binary_cross_entropy(input, target, options, with_logits); }));
+  BootstrappedOptions options;
+  options.weight = OptionalTensor(env, info[2], "weight");
+  options.pos_weight = OptionalTensor(env, info[3], "posWeight");
+  options.p = ParseNumber(env, info[4], "p");
+  options.reduction = ParseReduction(env, info[5]);
+  options.per_sample = ParseBool(env, info[6], "perSample");
+  options.impl = Impl::kReference;
+  const bool with_logits = ParseBool(env, info[7], "withLogits");
+  const Napi::Float64Array stats = StatsArray(env, info[8]);
+  return WithStats(
+      env, Guard(env, [&] { return bootstrapped_binary_cross_entropy(input, target, options, with_logits); }), stats);
 }
 
-// crossEntropy(input, target, options) -> Tensor
+// crossEntropy(input, target, weight, ignoreIndex, labelSmoothing, reduction) -> Tensor
 Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& input = TensorHandle::From(env, info[0], "input");
   const at::Tensor& target = TensorHandle::From(env, info[1], "target");
-  const BootstrappedOptions options = ParseOptions(env, info[2]);
+  BootstrappedOptions options;
+  options.weight = OptionalTensor(env, info[2], "weight");
+  options.ignore_index = ParseInteger(env, info[3], "ignoreIndex");
+  options.label_smoothing = ParseNumber(env, info[4], "labelSmoothing");
+  options.reduction = ParseReduction(env, info[5]);
+  options.impl = Impl::kReference;
   return TensorHandle::Wrap(env, Guard(env, [&] { return cross_entropy(input, target, options); }));
 }
 

@@ -3,7 +3,7 @@
  * Data path: argument checks here, one native call (cpp/loss_binding.cc), LibTorch (cpp/loss/).
  */
 import { DType, INDEX_DTYPES, isFloating } from './dtype';
-import { native, NativeLossOptions, NativeLossResult } from './native';
+import { native, NativeHandle, NativeLossResult, NativeReduction } from './native';
 import { Warmup, effectiveP } from './schedules';
 import { Tensor, checkTensor, isTensor } from './tensor';
 import { checkBoolean, checkInteger, checkNumber, checkOneOf, checkOptions, describe, sameShape } from './validate';
@@ -109,7 +109,7 @@ function checkCrossEntropyArgs(
   input: unknown,
   target: unknown,
   o: Partial<BootstrappedCrossEntropyOptions>,
-): { input: Tensor; target: Tensor; native: Omit<NativeLossOptions, 'p' | 'reduction' | 'perSample' | 'impl'> } {
+): { input: Tensor; target: Tensor; native: { weight?: NativeHandle; ignoreIndex: number; labelSmoothing: number } } {
   const x = checkTensor(input, 'input');
   const t = checkTensor(target, 'target');
   checkFloatingInput(x, 2);
@@ -149,9 +149,17 @@ function checkIteration(iteration: unknown): number {
   return checkInteger(iteration, 'iteration', 0);
 }
 
+// The native losses write [k, nValid, fused] here (one array per module instance, so per thread); it is read
+// right after each call, before anything else can run.
+const stats = new Float64Array(3);
+
+function withStats(loss: NativeHandle): NativeLossResult {
+  return { loss, k: stats[0], nValid: stats[1], fused: stats[2] === 1 };
+}
+
 /** Runs the native loss; applies a function reduction and checkFinite. */
 function finish(
-  run: (reduction: NativeLossOptions['reduction']) => NativeLossResult,
+  run: (reduction: NativeReduction) => NativeLossResult,
   reduction: Reduction,
   p: number,
   checkFinite: boolean,
@@ -217,16 +225,20 @@ export function bootstrappedCrossEntropyWithStats(
   const thisP = effectiveP(p, checkIteration(iteration), o.warmup);
   return finish(
     (nativeReduction) =>
-      native.bootstrappedCrossEntropy(args.input.handle, args.target.handle, {
-        p: thisP,
-        weight: args.native.weight,
-        posWeight: undefined,
-        ignoreIndex: args.native.ignoreIndex,
-        labelSmoothing: args.native.labelSmoothing,
-        reduction: nativeReduction,
-        perSample,
-        impl,
-      }),
+      withStats(
+        native.bootstrappedCrossEntropy(
+          args.input.handle,
+          args.target.handle,
+          args.native.weight,
+          thisP,
+          args.native.ignoreIndex,
+          args.native.labelSmoothing,
+          nativeReduction,
+          perSample,
+          impl,
+          stats,
+        ),
+      ),
     reduction,
     thisP,
     checkFinite,
@@ -283,11 +295,8 @@ function binary(
   const thisP = effectiveP(p, checkIteration(iteration), o.warmup);
   return finish(
     (nativeReduction) =>
-      native.bootstrappedBinaryCrossEntropy(
-        x.handle,
-        t.handle,
-        { p: thisP, weight, posWeight, ignoreIndex: -100, labelSmoothing: 0, reduction: nativeReduction, perSample, impl: 'reference' },
-        withLogits,
+      withStats(
+        native.bootstrappedBinaryCrossEntropy(x.handle, t.handle, weight, posWeight, thisP, nativeReduction, perSample, withLogits, stats),
       ),
     reduction,
     thisP,
@@ -348,16 +357,14 @@ export function crossEntropy(input: Tensor, target: Tensor, options?: CrossEntro
   const args = checkCrossEntropyArgs(input, target, o);
   const reduction = o.reduction === undefined ? 'mean' : checkOneOf(o.reduction, 'reduction', REDUCTIONS);
   return new Tensor(
-    native.crossEntropy(args.input.handle, args.target.handle, {
-      p: 1,
-      weight: args.native.weight,
-      posWeight: undefined,
-      ignoreIndex: args.native.ignoreIndex,
-      labelSmoothing: args.native.labelSmoothing,
+    native.crossEntropy(
+      args.input.handle,
+      args.target.handle,
+      args.native.weight,
+      args.native.ignoreIndex,
+      args.native.labelSmoothing,
       reduction,
-      perSample: false,
-      impl: 'reference',
-    }),
+    ),
   );
 }
 

@@ -43,22 +43,10 @@ export interface NativeHandle {
   isDisposed(): boolean;
 }
 
-/**
- * Options as the native loss functions take them (cpp/loss_binding.cc); the facade fills every field, always in
- * this order and as an object literal: an object made by spreading another one cost the native side ~4 us more
- * to read on a 1x19x32x32 loss (about a tenth of the call).
- */
-export interface NativeLossOptions {
-  p: number;
-  weight?: NativeHandle;
-  posWeight?: NativeHandle;
-  ignoreIndex: number;
-  labelSmoothing: number;
-  reduction: 'mean' | 'sum' | 'none' | 'selected';
-  perSample: boolean;
-  impl: 'auto' | 'fused' | 'reference';
-}
+/** The reductions the native losses take: 'selected' returns the 1-D tensor of selected losses. */
+export type NativeReduction = 'mean' | 'sum' | 'none' | 'selected';
 
+/** A native loss's result with the statistics it wrote into the caller's Float64Array. */
 export interface NativeLossResult {
   loss: NativeHandle;
   k: number;
@@ -87,14 +75,39 @@ export interface NativeAddon {
     cpuKernels: 'avx2' | 'baseline';
   };
   memory(): { tensors: number; bytes: number; reportedBytes: number };
-  bootstrappedCrossEntropy(input: NativeHandle, target: NativeHandle, options: NativeLossOptions): NativeLossResult;
+  // The losses take positional options (cheaper to read natively than an object: cpp/loss_binding.cc) and write
+  // [k, nValid, fused (1 or 0)] into `stats`.
+  bootstrappedCrossEntropy(
+    input: NativeHandle,
+    target: NativeHandle,
+    weight: NativeHandle | undefined,
+    p: number,
+    ignoreIndex: number,
+    labelSmoothing: number,
+    reduction: NativeReduction,
+    perSample: boolean,
+    impl: 'auto' | 'fused' | 'reference',
+    stats: Float64Array,
+  ): NativeHandle;
   bootstrappedBinaryCrossEntropy(
     input: NativeHandle,
     target: NativeHandle,
-    options: NativeLossOptions,
+    weight: NativeHandle | undefined,
+    posWeight: NativeHandle | undefined,
+    p: number,
+    reduction: NativeReduction,
+    perSample: boolean,
     withLogits: boolean,
-  ): NativeLossResult;
-  crossEntropy(input: NativeHandle, target: NativeHandle, options: NativeLossOptions): NativeHandle;
+    stats: Float64Array,
+  ): NativeHandle;
+  crossEntropy(
+    input: NativeHandle,
+    target: NativeHandle,
+    weight: NativeHandle | undefined,
+    ignoreIndex: number,
+    labelSmoothing: number,
+    reduction: 'mean' | 'sum' | 'none',
+  ): NativeHandle;
 }
 
 const BINARY_NAME = 'bootstrapped_ce.node';

@@ -171,7 +171,9 @@ const rows: Row[] = [
   // ---- the raw addon, bypassing the facade's checks ----
   { call: 'native.zeros([-1], "float32", "cpu")', what: 'negative size past the facade', name: 'RangeError', message: 'shape must hold non-negative sizes', run: () => native.zeros([-1], 'float32', 'cpu') },
   { call: 'native.zeros([2], "float32", "cuda")', what: 'CUDA past the facade', name: 'Error', message: 'CUDA', run: () => native.zeros([2], 'float32', 'cuda') },
-  { call: 'native.bootstrappedCrossEntropy({}, y, {...})', what: 'a plain object as a handle', name: 'TypeError', message: 'input must be a Tensor', run: () => native.bootstrappedCrossEntropy({} as never, y.handle, {} as never) },
+  { call: 'native.bootstrappedCrossEntropy({}, y, ...)', what: 'a plain object as a handle', name: 'TypeError', message: 'input must be a Tensor', run: () => (native.bootstrappedCrossEntropy as (...args: unknown[]) => unknown)({}, y.handle) },
+  { call: 'native.bootstrappedCrossEntropy(x, y) (options missing)', what: 'a raw native call without its options', name: 'TypeError', message: 'p must be a number', run: () => (native.bootstrappedCrossEntropy as (...args: unknown[]) => unknown)(x.handle, y.handle) },
+  { call: "native.bootstrappedCrossEntropy(x, y, undefined, 0.5, -100, 0, 'mean', false, 'auto', [])", what: 'stats not a Float64Array', name: 'TypeError', message: 'stats must be a Float64Array of at least 3 elements', run: () => (native.bootstrappedCrossEntropy as (...args: unknown[]) => unknown)(x.handle, y.handle, undefined, 0.5, -100, 0, 'mean', false, 'auto', []) },
 ];
 
 function outcome(run: () => unknown): { error?: unknown } {

@@ -321,6 +321,10 @@ async function main(): Promise<void> {
     const perRound = Math.max(1, Math.ceil(reps / Math.min(rounds, reps)));
     const warmups = reps >= 40 ? Math.ceil(reps / 10) : 1;
     const data: AddonData = makeData(shape, seed, device);
+    // A full collection, as the PyTorch worker's gc.collect() when it makes its data: the harness's own garbage
+    // (the 256 MB bandwidth buffers, the previous size's results) is not left for V8 to collect on its background
+    // threads during the timed calls, where it took a core from them (npm run bench exposes gc).
+    (globalThis as { gc?: () => void }).gc?.();
     let torchReady = false;
     if (worker?.alive) {
       try {

@@ -117,6 +117,43 @@ describe('fused kernel, histogram select (pools of 65,536 pixels and more)', () 
     expect(worst).toBeLessThan(1e-6 / denominator);
   });
 
+  test('the table-based exps: loss and gradient within float rounding of float64, ordinary and wide logits', () => {
+    // 19 classes, so that every full 16-pixel block takes the AVX2 code where the CPU has it (the portable loops
+    // are compared in a child process below). Logits in [-3, 3] make the sum of exps a sum of comparable terms, so
+    // an exp error shows in the loss directly; logits in [-80, 80] send x - max across the whole range down to
+    // the clamp at -87 and below. The gradient is held to what the reference path (PyTorch's operators) achieves.
+    for (const [seed, spread] of [[41, 3], [42, 80]] as const) {
+      const c = randomCase(seed, 1, 19, 65536, (random) => (random() * 2 - 1) * spread, 0);
+      const p = 0.25;
+      const got = runFused(c, p);
+      const losses = pixelLosses(c.logits, c.target).flat();
+      const { chosen } = expectedSelection(losses, losses.map(() => true), got.k);
+      const mean = chosen.reduce((acc, i) => acc + losses[i], 0) / got.k;
+      // Each pixel's float32 loss carries about half an ulp of rounding, and the mean of 16,384 of them less.
+      expect(Math.abs(got.loss - mean)).toBeLessThan(2e-7 * mean);
+
+      const probs = softmax(c.logits);
+      const gradientError = (grad: Float32Array, selected: number[]) => {
+        let worst = 0;
+        for (const i of selected) {
+          const y = c.target[0][i];
+          for (let cls = 0; cls < got.C; cls++) {
+            const expected = (probs[0][i][cls] - (cls === y ? 1 : 0)) / got.k;
+            worst = Math.max(worst, Math.abs(grad[cls * got.S + i] - expected));
+          }
+        }
+        return worst * got.k; // in units of 1/k: softmax values are at most 1
+      };
+      const { input, t } = tensors(c);
+      const reference = bce.bootstrappedCrossEntropyWithStats(input, t, 0, p, { impl: 'reference', ignoreIndex: IGNORE });
+      reference.loss.backward();
+      const referenceError = gradientError(input.grad!.toArray() as Float32Array, got.selected);
+      const fusedError = gradientError(got.grad, got.selected);
+      expect(fusedError).toBeLessThan(3 * 1.2e-7); // three ulps of 1
+      expect(fusedError).toBeLessThanOrEqual(1.25 * referenceError);
+    }
+  });
+
   test('heavy ties at the k-th loss: exactly k pixels, ties taken in pixel order, the sum of the k largest', () => {
     // Every pixel copies one of 6 templates (a logit column and a label): 6 distinct losses, each shared,
     // bit for bit, by about 11,000 pixels. (Logits such as 0/1 would not do: (1, 0, 0) and (0, 0, 1) give the

@@ -2,11 +2,11 @@
 
 #include "addon_data.h"
 #include "convert.h"
+#include "cpu_allocator.h"
 #include "errors.h"
 #include "loss/cpu_dispatch.h"
 
 #include <ATen/Parallel.h>
-#include <c10/core/CPUAllocator.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
 
@@ -15,70 +15,12 @@
 #include <cstring>
 #include <mutex>
 
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
-
 #if !defined(_WIN32)
 #include <dlfcn.h>
 #endif
 
 namespace bce {
 namespace {
-
-// LibTorch's default CPU allocator takes every buffer from posix_memalign. With glibc before 2.38, memory freed
-// after posix_memalign is often not reused (sourceware bug 14581), so a training loop that creates and frees
-// tensors of the same sizes grows the heap without bound (about 100 KB per 1x19x64x64 step: gigabytes over a
-// long run, although every tensor was freed; see scripts/soak.ts). This allocator takes buffers from plain
-// malloc, over-allocated by the alignment, with the malloc pointer stored just below the aligned one: malloc'ed
-// chunks are reused, and data == context, so raw_allocate() keeps working.
-// BOOTSTRAPPED_CE_CPU_ALLOCATOR=default keeps LibTorch's allocator and glibc's malloc settings.
-class AlignedMallocAllocator final : public c10::Allocator {
- public:
-  static constexpr size_t kAlignment = 64;  // c10::gAlignment
-
-  // LibTorch 1.x declares allocate() const; 2.3+ declares it non-const and adds a pure copy_data(). Defining
-  // both forms without `override` compiles against either: whichever the base declares is the override.
-  c10::DataPtr allocate(size_t nbytes) { return AllocateAligned(nbytes); }
-  c10::DataPtr allocate(size_t nbytes) const { return AllocateAligned(nbytes); }
-  void copy_data(void* dest, const void* src, std::size_t count) const { std::memcpy(dest, src, count); }
-
-  c10::DeleterFnPtr raw_deleter() const override { return &Delete; }
-
- private:
-  static c10::DataPtr AllocateAligned(size_t nbytes) {
-    const c10::Device cpu(c10::DeviceType::CPU);
-    if (nbytes == 0) return {nullptr, nullptr, &Delete, cpu};
-    TORCH_CHECK(nbytes <= SIZE_MAX - kAlignment, "CPU allocator: cannot allocate ", nbytes, " bytes");
-    void* raw = std::malloc(nbytes + kAlignment);
-    TORCH_CHECK(raw != nullptr, "DefaultCPUAllocator: not enough memory: you tried to allocate ", nbytes, " bytes.");
-    // malloc returns at least 16-byte alignment, so there are >= 16 bytes below `aligned` for the raw pointer.
-    void* aligned = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(raw) + kAlignment) & ~(kAlignment - 1));
-    static_cast<void**>(aligned)[-1] = raw;
-    return {aligned, aligned, &Delete, cpu};
-  }
-
-  static void Delete(void* aligned) {
-    if (aligned != nullptr) std::free(static_cast<void**>(aligned)[-1]);
-  }
-};
-
-void InstallCpuAllocator() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    const char* choice = std::getenv("BOOTSTRAPPED_CE_CPU_ALLOCATOR");
-    if (choice != nullptr && std::strcmp(choice, "default") == 0) return;
-    static AlignedMallocAllocator allocator;
-    c10::SetCPUAllocator(&allocator, /*priority=*/1);
-#if defined(__GLIBC__)
-    // Fixed thresholds instead of glibc's sliding ones: buffers up to 32 MB come from the heap and freed ones are
-    // kept for reuse (up to 256 MB of free top-of-heap before trimming), so a training step does not pay fresh
-    // page faults for every intermediate tensor (2x19x256x512 forward+backward: 45 -> 26 ms).
-    mallopt(M_MMAP_THRESHOLD, 32 << 20);
-    mallopt(M_TRIM_THRESHOLD, 256 << 20);
-#endif
-  });
-}
 
 Napi::Value CudaIsAvailable(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), Guard(info.Env(), [] { return torch::cuda::is_available(); }));
@@ -135,6 +77,32 @@ Napi::Value Memory(const Napi::CallbackInfo& info) {
   return result;
 }
 
+// Process-wide, unlike memory(): the allocator is shared by every thread.
+Napi::Value GetCpuBlockCacheInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const CpuBlockCacheInfo cache = CpuBlockCacheState();
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("enabled", Napi::Boolean::New(env, CpuAllocatorInstalled()));
+  result.Set("bytes", Napi::Number::New(env, static_cast<double>(cache.cached_bytes)));
+  result.Set("blocks", Napi::Number::New(env, static_cast<double>(cache.blocks)));
+  result.Set("limit", Napi::Number::New(env, static_cast<double>(cache.limit_bytes)));
+  return result;
+}
+
+Napi::Value ReleaseCpuBlockCache(const Napi::CallbackInfo& info) {
+  EmptyCpuBlockCache();
+  return info.Env().Undefined();
+}
+
+// The JS facade checked the argument; this keeps a raw call from wrapping a negative number.
+Napi::Value ChangeCpuBlockCacheLimit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int64_t bytes = ParseInteger(env, info[0], "bytes");
+  if (bytes < 0) ThrowRange(env, "bytes must be a whole number >= 0");
+  SetCpuBlockCacheLimit(static_cast<size_t>(bytes));
+  return env.Undefined();
+}
+
 }  // namespace
 
 void RegisterRuntime(Napi::Env env, Napi::Object exports) {
@@ -145,6 +113,9 @@ void RegisterRuntime(Napi::Env env, Napi::Object exports) {
   exports.Set("getNumThreads", Napi::Function::New<GetNumThreads>(env, "getNumThreads"));
   exports.Set("info", Napi::Function::New<Info>(env, "info"));
   exports.Set("memory", Napi::Function::New<Memory>(env, "memory"));
+  exports.Set("cpuBlockCacheInfo", Napi::Function::New<GetCpuBlockCacheInfo>(env, "cpuBlockCacheInfo"));
+  exports.Set("emptyCpuBlockCache", Napi::Function::New<ReleaseCpuBlockCache>(env, "emptyCpuBlockCache"));
+  exports.Set("setCpuBlockCacheLimit", Napi::Function::New<ChangeCpuBlockCacheLimit>(env, "setCpuBlockCacheLimit"));
 }
 
 }  // namespace bce

@@ -6,8 +6,8 @@ export type { DType, TypedArray } from './dtype';
 export { Tensor, isTensor, tensor, zeros, ones, randn, randint, manualSeed } from './tensor';
 export type { TensorOptions, TensorDataOptions, NestedArray } from './tensor';
 export { tidy } from './scope';
-export { cuda, setNumThreads, getNumThreads, info, memory } from './runtime';
-export type { BuildInfo, MemoryInfo } from './runtime';
+export { cuda, setNumThreads, getNumThreads, info, memory, cpuBlockCache } from './runtime';
+export type { BuildInfo, MemoryInfo, CpuBlockCacheInfo } from './runtime';
 export { schedules, effectiveP } from './schedules';
 export type { Warmup, WarmupFunction, WarmupSchedule } from './schedules';
 export {

@@ -75,6 +75,9 @@ export interface NativeAddon {
     cpuKernels: 'avx2' | 'baseline';
   };
   memory(): { tensors: number; bytes: number; reportedBytes: number };
+  cpuBlockCacheInfo(): { enabled: boolean; bytes: number; blocks: number; limit: number };
+  emptyCpuBlockCache(): void;
+  setCpuBlockCacheLimit(bytes: number): void;
   // The losses take positional options (cheaper to read natively than an object: cpp/loss_binding.cc) and write
   // [k, nValid, fused (1 or 0)] into `stats`.
   bootstrappedCrossEntropy(

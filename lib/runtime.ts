@@ -1,4 +1,7 @@
-/** Process-level queries and settings: CUDA, threads, build information, memory of live tensors. */
+/**
+ * Process-level queries and settings: CUDA, threads, build information, memory of live tensors, the cache of large
+ * CPU blocks.
+ */
 import { native, nativeBinaryPath } from './native';
 import { checkInteger } from './validate';
 
@@ -67,3 +70,39 @@ export interface MemoryInfo {
 export function memory(): MemoryInfo {
   return native.memory();
 }
+
+export interface CpuBlockCacheInfo {
+  /**
+   * Whether the addon's CPU allocator is in use (it is unless BOOTSTRAPPED_CE_CPU_ALLOCATOR=default was set before
+   * the addon loaded, and only on Linux does it keep blocks).
+   */
+  enabled: boolean;
+  /** Bytes of freed large blocks kept for reuse. */
+  bytes: number;
+  /** How many blocks that is. */
+  blocks: number;
+  /** The most it keeps, in bytes; the least recently freed blocks beyond it go back to the system. */
+  limit: number;
+}
+
+/**
+ * The cache of large CPU blocks (process-wide, every thread): CPU tensors of 32 MiB and more take their memory from
+ * blocks kept when earlier tensors of the same rounded size were freed, so that a training loop does not pay the
+ * page faults of fresh memory for its large intermediates every step. Idle memory is at most `limit` (default
+ * 1 GiB, or an eighth of physical memory where that is less).
+ */
+export const cpuBlockCache = {
+  /** What the cache holds now. */
+  info(): CpuBlockCacheInfo {
+    return native.cpuBlockCacheInfo();
+  },
+  /** Returns every kept block to the system (tensors in use are not affected). */
+  empty(): void {
+    native.emptyCpuBlockCache();
+  },
+  /** Sets the most the cache keeps, in bytes (0: keep nothing); blocks beyond it go back to the system now. */
+  setLimit(bytes: number): void {
+    checkInteger(bytes, 'bytes', 0);
+    native.setCpuBlockCacheLimit(bytes);
+  },
+};

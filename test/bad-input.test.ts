@@ -19,6 +19,7 @@ const {
   randint,
   manualSeed,
   setNumThreads,
+  cpuBlockCache,
   tidy,
   schedules,
   memory,
@@ -97,6 +98,8 @@ const rows: Row[] = [
   { call: "manualSeed('1')", what: 'seed of the wrong type', name: 'TypeError', message: 'seed must be an integer', run: () => manualSeed('1' as never) },
   { call: 'setNumThreads(0)', what: 'zero threads', name: 'RangeError', message: 'threads must be an integer >= 1', run: () => setNumThreads(0) },
   { call: 'setNumThreads(1e6)', what: 'too many threads', name: 'RangeError', message: 'threads must be at most 4096', run: () => setNumThreads(1e6) },
+  { call: 'cpuBlockCache.setLimit(-1)', what: 'negative cache limit', name: 'RangeError', message: 'bytes must be an integer >= 0', run: () => cpuBlockCache.setLimit(-1) },
+  { call: "cpuBlockCache.setLimit('1GB')", what: 'cache limit of the wrong type', name: 'TypeError', message: 'bytes must be an integer', run: () => cpuBlockCache.setLimit('1GB' as never) },
   // ---- Tensor methods ----
   { call: "t.to('cuda')", what: 'CUDA on a machine without it', name: 'Error', message: "device 'cuda' requested, but CUDA is not available", run: () => x.to('cuda') },
   { call: "t.to('cuda:x')", what: 'malformed device', name: 'TypeError', message: "device must be 'cpu', 'cuda' or 'cuda:N'", run: () => x.to('cuda:x') },
@@ -171,6 +174,7 @@ const rows: Row[] = [
   // ---- the raw addon, bypassing the facade's checks ----
   { call: 'native.zeros([-1], "float32", "cpu")', what: 'negative size past the facade', name: 'RangeError', message: 'shape must hold non-negative sizes', run: () => native.zeros([-1], 'float32', 'cpu') },
   { call: 'native.zeros([2], "float32", "cuda")', what: 'CUDA past the facade', name: 'Error', message: 'CUDA', run: () => native.zeros([2], 'float32', 'cuda') },
+  { call: 'native.setCpuBlockCacheLimit(-1)', what: 'negative cache limit past the facade', name: 'RangeError', message: 'bytes must be a whole number >= 0', run: () => native.setCpuBlockCacheLimit(-1) },
   { call: 'native.bootstrappedCrossEntropy({}, y, ...)', what: 'a plain object as a handle', name: 'TypeError', message: 'input must be a Tensor', run: () => (native.bootstrappedCrossEntropy as (...args: unknown[]) => unknown)({}, y.handle) },
   { call: 'native.bootstrappedCrossEntropy(x, y) (options missing)', what: 'a raw native call without its options', name: 'TypeError', message: 'p must be a number', run: () => (native.bootstrappedCrossEntropy as (...args: unknown[]) => unknown)(x.handle, y.handle) },
   { call: "native.bootstrappedCrossEntropy(x, y, undefined, 0.5, -100, 0, 'mean', false, 'auto', [])", what: 'stats not a Float64Array', name: 'TypeError', message: 'stats must be a Float64Array of at least 3 elements', run: () => (native.bootstrappedCrossEntropy as (...args: unknown[]) => unknown)(x.handle, y.handle, undefined, 0.5, -100, 0, 'mean', false, 'auto', []) },

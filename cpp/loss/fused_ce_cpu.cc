@@ -9,7 +9,7 @@
 //                       and ties not taken are overwritten as ignored, so "selected" is Key(loss) >= the k-th key;
 //   backward.cc         reads every logit once more, recomputes softmax for the selected pixels only and writes
 //                       (softmax - onehot) * scale for them and zeros elsewhere;
-//   gradient_buffer.cc  the gradient's memory (a kept 2 MiB-aligned block for gradients of 32 MB and more);
+//   gradient_buffer.cc  the gradient's memory (huge pages requested; large blocks are reused by cpu_allocator.cc);
 //   layout.h, math.h, parallel.h: runs and blocks of pixels, exp/log/keys, threads.
 // Saved for backward: the input, target and weight (references, no copies) and the loss vector. Pools under
 // 65536 pixels select with nth_element instead of the histogram. Work is split over at::get_num_threads()

@@ -11,8 +11,7 @@ namespace fused {
 // Asks for transparent huge pages on a large fresh buffer before it is first written (Linux; advisory).
 void AdviseHugePages(void* data, size_t bytes);
 
-// An uninitialised tensor shaped like `input`: gradients of 32 MB and more come from a block kept, one at most,
-// for the next backward of the same size once freed (see gradient_buffer.cc).
+// An uninitialised tensor shaped like `input`, with huge pages requested (see gradient_buffer.cc).
 at::Tensor EmptyLike(const at::Tensor& input);
 
 }  // namespace fused

@@ -1,0 +1,28 @@
+// The CPU allocator the addon installs into LibTorch (process-wide), and its cache of large blocks.
+#pragma once
+
+#include <cstddef>
+
+namespace bce {
+
+// Installs the allocator once per process, unless BOOTSTRAPPED_CE_CPU_ALLOCATOR=default (see cpu_allocator.cc).
+void InstallCpuAllocator();
+
+// Whether InstallCpuAllocator replaced LibTorch's allocator.
+bool CpuAllocatorInstalled();
+
+struct CpuBlockCacheInfo {
+  size_t cached_bytes = 0;  // freed large blocks kept for reuse
+  size_t blocks = 0;        // how many
+  size_t limit_bytes = 0;   // the most it keeps
+};
+
+CpuBlockCacheInfo CpuBlockCacheState();
+
+// Returns every kept block to the system.
+void EmptyCpuBlockCache();
+
+// Sets the most the cache keeps (0: keep nothing), returning blocks beyond it to the system.
+void SetCpuBlockCacheLimit(size_t bytes);
+
+}  // namespace bce

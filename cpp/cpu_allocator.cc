@@ -54,7 +54,7 @@ void FreeMallocAligned(void* aligned) { std::free(static_cast<void**>(aligned)[-
 // bound the memory kept idle.
 class LargeBlocks {
  public:
-  static constexpr size_t kMinBytes = size_t{32} << 20;
+  static constexpr size_t kMinBytes = kLargeCpuBlockBytes;
   static constexpr size_t kHugePage = size_t{2} << 20;
 
   static LargeBlocks& Instance() {

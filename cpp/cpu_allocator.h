@@ -5,6 +5,9 @@
 
 namespace bce {
 
+// CPU buffers of at least this many bytes come from the cache of large blocks (Linux).
+constexpr size_t kLargeCpuBlockBytes = size_t{32} << 20;
+
 // Installs the allocator once per process, unless BOOTSTRAPPED_CE_CPU_ALLOCATOR=default (see cpu_allocator.cc).
 void InstallCpuAllocator();
 

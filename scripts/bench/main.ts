@@ -68,7 +68,7 @@ const program = new Command()
   .option('--p <list>', 'kept fractions (default 0.15,0.25; quick: 0.25)')
   .option('--passes <list>', 'fwd (forward alone) and/or fwdbwd (forward + backward)', 'fwd,fwdbwd')
   .option('--reps <n>', 'timed repetitions per implementation and workload (default: by size, 5 to 200)')
-  .option('--rounds <n>', 'interleaved rounds the repetitions are split into', '5')
+  .option('--rounds <n>', 'interleaved rounds the repetitions are split into (default: 20, or one per repetition below 20)')
   .option('--quick', 'a small subset that runs in under a minute')
   .option('--mem <which>', 'peak memory (a fresh process per workload and implementation): all, largest (size only) or none (default all; quick: largest)')
   .option('--device <device>', 'cpu or cuda', 'cpu')
@@ -82,7 +82,7 @@ const raw = program.opts<{
   p?: string;
   passes: string;
   reps?: string;
-  rounds: string;
+  rounds?: string;
   quick?: boolean;
   mem?: string;
   device: string;
@@ -96,7 +96,7 @@ const threadList = raw.threads ? list(positiveInt('--threads'))(raw.threads) : q
 const pList = list(fraction)(raw.p ?? (quick ? '0.25' : '0.15,0.25'));
 const modes = list(mode)(raw.passes);
 const repsOverride = raw.reps === undefined ? undefined : positiveInt('--reps')(raw.reps);
-const rounds = positiveInt('--rounds')(raw.rounds);
+const roundsOverride = raw.rounds === undefined ? undefined : positiveInt('--rounds')(raw.rounds);
 const device = raw.device;
 if (device !== 'cpu' && !/^cuda(:\d+)?$/.test(device)) throw new Error(`--device: '${device}' is neither cpu nor cuda`);
 const seed = Number(raw.seed);
@@ -105,9 +105,13 @@ const memWhich = raw.mem ?? (quick ? 'largest' : 'all');
 if (!['all', 'largest', 'none'].includes(memWhich)) throw new Error(`--mem: '${memWhich}' is not all, largest or none`);
 const largestElements = Math.max(...sizes.map((s) => s.reduce((a, b) => a * b, 1)));
 
-/** Default repetitions by size: enough for a stable median, few for the 319 MB case (about 1 s per call). */
+/**
+ * Default repetitions by size: the small sizes take microseconds per call, so many calls in many short rounds keep
+ * a pause of the VM (or another process) from covering most of one implementation's calls; few for the 319 MB case
+ * (up to 1 s per call).
+ */
 function defaultReps(elements: number): number {
-  const base = elements >= 40e6 ? 5 : elements >= 2e6 ? 15 : elements >= 200e3 ? 40 : 200;
+  const base = elements >= 40e6 ? 6 : elements >= 2e6 ? 40 : elements >= 200e3 ? 400 : 2000;
   return quick ? Math.max(3, Math.ceil(base / 4)) : base;
 }
 
@@ -318,7 +322,7 @@ async function main(): Promise<void> {
     const elements = shape.reduce((a, b) => a * b, 1);
     const pixels = elements / shape[1];
     const reps = repsOverride ?? defaultReps(elements);
-    const perRound = Math.max(1, Math.ceil(reps / Math.min(rounds, reps)));
+    const perRound = Math.max(1, Math.ceil(reps / Math.min(roundsOverride ?? 20, reps)));
     const warmups = reps >= 40 ? Math.ceil(reps / 10) : 1;
     const data: AddonData = makeData(shape, seed, device);
     // A full collection, as the PyTorch worker's gc.collect() when it makes its data: the harness's own garbage
@@ -470,7 +474,7 @@ async function main(): Promise<void> {
     machine,
     loadavg: { start: workloads[0]?.loadavg, end: os.loadavg() },
     bandwidthGBps: bandwidth,
-    options: { sizes: sizes.map((s) => s.join('x')), threads: threadList, p: pList, passes: modes, reps: repsOverride ?? 'by size', rounds, seed, device, quick, mem: memWhich },
+    options: { sizes: sizes.map((s) => s.join('x')), threads: threadList, p: pList, passes: modes, reps: repsOverride ?? 'by size', rounds: roundsOverride ?? 'by size', seed, device, quick, mem: memWhich },
     targets: targets(workloads),
     workloads,
   };

@@ -240,6 +240,9 @@ interface ImplResult extends Partial<Stats> {
   available: boolean;
   reason?: string;
   times?: number[];
+  /** Untimed calls at the start of each round, and the median of their times. */
+  roundWarmups?: number;
+  roundWarmupMedian?: number;
   gbps?: number;
   ratio?: number;
   /** min / PyTorch min: less sensitive to other processes than the ratio of medians. */
@@ -364,36 +367,46 @@ async function main(): Promise<void> {
           if (!torchReady) w.impls.torch.reason = python ? 'PyTorch worker failed' : 'no Python with torch';
 
           const times: Record<ImplName, number[]> = { reference: [], fused: [], torch: [] };
+          const warmupTimes: Record<ImplName, number[]> = { reference: [], fused: [], torch: [] };
           const last: Partial<Record<ImplName, { loss: number; k: number }>> = {};
-          const runAddon = (impl: AddonImpl, n: number, record: boolean) => {
-            for (let i = 0; i < n; i++) {
+          // `skip` untimed calls, then n timed ones (recorded in `into`).
+          const runAddon = (impl: AddonImpl, skip: number, n: number, into: number[][]) => {
+            for (let i = 0; i < skip + n; i++) {
               const r = oneCall(data, p, m, impl);
-              if (record) times[impl].push(r.ms);
+              into[i < skip ? 0 : 1].push(r.ms);
               last[impl] = { loss: r.loss, k: r.k };
             }
           };
-          const runTorch = async (n: number, record: boolean) => {
+          const runTorch = async (skip: number, n: number, into: number[][]) => {
             try {
-              const r = await worker!.request<{ times_ms: number[]; loss: number; k: number }>({ cmd: 'time', p, mode: m, threads, reps: n });
-              if (record) times.torch.push(...r.times_ms);
+              const r = await worker!.request<{ times_ms: number[]; loss: number; k: number }>({ cmd: 'time', p, mode: m, threads, reps: skip + n });
+              into[0].push(...r.times_ms.slice(0, skip));
+              into[1].push(...r.times_ms.slice(skip));
               last.torch = { loss: r.loss, k: r.k };
             } catch (error) {
               w.impls.torch = { available: false, reason: (error as Error).message.split('\n')[0] };
             }
           };
+          const run = (impl: ImplName, skip: number, n: number, into: number[][]) =>
+            impl === 'torch' ? runTorch(skip, n, into) : Promise.resolve(runAddon(impl, skip, n, into));
           const active = IMPLS.filter((impl) => w.impls[impl].available);
-          // Warm-up, then rounds: each round runs every implementation perRound times, the order rotating.
+          // Warm-up, then rounds: each round runs every implementation perRound times, the order rotating. The first
+          // calls after the other process's turn run up to 3-4x slower, on both sides, recovering over ~5 ms of
+          // calls, so each round starts with untimed calls worth ~5 ms (at least one) per implementation: the
+          // figures are steady-state times, as in a loop that calls the loss step after step.
+          const roundWarmups: Partial<Record<ImplName, number>> = {};
           for (const impl of active) {
-            if (impl === 'torch') await runTorch(warmups, false);
-            else runAddon(impl, warmups, false);
+            const initial: number[] = [];
+            await run(impl, warmups, 0, [initial, []]);
+            const perCall = initial.length ? stats(initial).median : Infinity; // empty when the worker failed
+            roundWarmups[impl] = Math.min(100, Math.max(1, Math.ceil(5 / perCall)));
           }
           for (let round = 0; times.reference.length < reps; round++) {
             const n = Math.min(perRound, reps - times.reference.length);
             for (let j = 0; j < active.length; j++) {
               const impl = active[(round + j) % active.length];
               if (!w.impls[impl].available) continue;
-              if (impl === 'torch') await runTorch(n, true);
-              else runAddon(impl, n, true);
+              await run(impl, roundWarmups[impl]!, n, [warmupTimes[impl], times[impl]]);
             }
           }
           const torchStats = w.impls.torch.available && times.torch.length ? stats(times.torch) : undefined;
@@ -403,6 +416,8 @@ async function main(): Promise<void> {
             const s = stats(times[impl]);
             Object.assign(result, s, {
               times: times[impl],
+              roundWarmups: roundWarmups[impl],
+              roundWarmupMedian: warmupTimes[impl].length ? stats(warmupTimes[impl]).median : undefined,
               gbps: w.bytes.effective / (s.median * 1e6),
               ratio: torchStats ? s.median / torchStats.median : undefined,
               minRatio: torchStats ? s.min / torchStats.min : undefined,

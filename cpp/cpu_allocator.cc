@@ -50,8 +50,8 @@ void FreeMallocAligned(void* aligned) { std::free(static_cast<void**>(aligned)[-
 // costs ~120 ms of 4 KiB page faults on the 2-core test VM, as much as computing log-softmax into it. These come
 // from 2 MiB-aligned mappings with transparent huge pages requested, and freed ones are kept, most recent first,
 // for the next request of the same rounded size (a training loop asks for the same sizes every step), up to a
-// limit in bytes: a CPU counterpart of the caching allocators GPU frameworks use. emptyCache() and the limit
-// bound the memory kept idle.
+// limit in bytes: a CPU counterpart of the caching allocators GPU frameworks use. cpuBlockCache.empty() and the
+// limit (docs/api.md) bound the memory kept idle.
 class LargeBlocks {
  public:
   static constexpr size_t kMinBytes = kLargeCpuBlockBytes;

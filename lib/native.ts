@@ -72,7 +72,7 @@ export interface NativeAddon {
     loadedFrom: string;
     napiVersion: number;
     parallelInfo: string;
-    cpuKernels: 'avx2' | 'baseline';
+    cpuKernels: 'avx512' | 'avx2' | 'baseline';
   };
   memory(): { tensors: number; bytes: number; reportedBytes: number };
   cpuBlockCacheInfo(): { enabled: boolean; bytes: number; blocks: number; limit: number };

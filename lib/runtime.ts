@@ -42,10 +42,11 @@ export interface BuildInfo {
   /** LibTorch's own description of its threading backend. */
   parallelInfo: string;
   /**
-   * Which CPU kernels the fused loss runs: 'avx2' (x86-64 with AVX2 and FMA) or 'baseline' (portable loops: other
-   * CPUs, or `BOOTSTRAPPED_CE_CPU_KERNELS=baseline` in the environment).
+   * Which CPU kernels the fused loss runs: 'avx512' (x86-64 with AVX-512 F, DQ, BW and VL), 'avx2' (AVX2 and FMA)
+   * or 'baseline' (portable loops: other CPUs). `BOOTSTRAPPED_CE_CPU_KERNELS=avx2` or `=baseline` in the environment
+   * caps the choice.
    */
-  cpuKernels: 'avx2' | 'baseline';
+  cpuKernels: 'avx512' | 'avx2' | 'baseline';
 }
 
 /** Which LibTorch is in use and where it came from. */

@@ -6,7 +6,7 @@
 import { spawnSync } from 'child_process';
 import * as path from 'path';
 import * as bce from '../lib';
-import { FusedRun, fusedCases, runCase } from './helpers/fused-cases';
+import { FusedRun, fusedCases, perPixelLosses, runCase } from './helpers/fused-cases';
 import { keepCount, pixelLosses, prng } from './helpers/reference';
 
 const IGNORE = 255;
@@ -292,7 +292,7 @@ describe('fused kernel, threads', () => {
   });
 });
 
-describe('fused kernel, portable loops against the AVX2 code', () => {
+describe('fused kernel, portable loops against the AVX2 and AVX-512 code', () => {
   /** A run as the child sends it: the loss as a string (NaN survives), the gradient as base64 float32. */
   type EncodedRun = Omit<FusedRun, 'loss' | 'grad'> & { loss: string; grad: string };
   function decode(run: EncodedRun): FusedRun {
@@ -313,16 +313,25 @@ describe('fused kernel, portable loops against the AVX2 code', () => {
     return { lossError, gradError };
   }
 
-  test('BOOTSTRAPPED_CE_CPU_KERNELS=baseline (a child process) matches this process and the reference path', () => {
+  /** Every fused case run in a child process started with BOOTSTRAPPED_CE_CPU_KERNELS=kernels. */
+  function runInChild(kernels: string) {
     const root = path.join(__dirname, '..');
     const child = spawnSync(
       process.execPath,
       [require.resolve('ts-node/dist/bin.js'), '--transpile-only', 'test/helpers/fused-child.ts'],
-      { cwd: root, env: { ...process.env, BOOTSTRAPPED_CE_CPU_KERNELS: 'baseline' }, encoding: 'utf8', timeout: 120000, maxBuffer: 256 * 2 ** 20 },
+      { cwd: root, env: { ...process.env, BOOTSTRAPPED_CE_CPU_KERNELS: kernels }, encoding: 'utf8', timeout: 120000, maxBuffer: 256 * 2 ** 20 },
     );
     const line = child.stdout.split('\n').find((l) => l.startsWith('FUSED '));
     if (line === undefined) throw new Error(`child failed: status ${child.status}\n${child.stderr.slice(-4000)}`);
-    const report = JSON.parse(line.slice(6)) as { cpuKernels: string; results: Array<{ name: string; fused: EncodedRun; reference: EncodedRun }> };
+    return JSON.parse(line.slice(6)) as {
+      cpuKernels: string;
+      results: Array<{ name: string; fused: EncodedRun; reference: EncodedRun }>;
+      pixelLosses: string[];
+    };
+  }
+
+  test('BOOTSTRAPPED_CE_CPU_KERNELS=baseline (a child process) matches this process and the reference path', () => {
+    const report = runInChild('baseline');
     expect(report.cpuKernels).toBe('baseline');
     const cases = fusedCases();
     expect(report.results.map((r) => r.name)).toEqual(cases.map((c) => c.name));
@@ -342,7 +351,38 @@ describe('fused kernel, portable loops against the AVX2 code', () => {
       expect(againstHere.lossError).toBeLessThan(1e-6);
       expect(againstHere.gradError).toBeLessThan(2e-6);
     });
+    // Pass 1's per-pixel losses: the portable loops' Cephes expf against the table-based exp, within float rounding.
+    const baselineLosses = report.pixelLosses.map(Number);
+    const hereLosses = perPixelLosses();
+    let worst = 0;
+    hereLosses.forEach((l, i) => (worst = Math.max(worst, Math.abs(l - baselineLosses[i]) / Math.abs(baselineLosses[i]))));
+    rows.push(`per-pixel losses: baseline vs ${bce.info().cpuKernels} ${worst.toExponential(1)}`);
+    expect(worst).toBeLessThan(1e-6);
     // eslint-disable-next-line no-console
     console.log(rows.join('\n'));
+  });
+
+  // The AVX-512 kernels do the AVX2 kernels' arithmetic 16 lanes at a time, in the same order per lane, so nothing
+  // may differ, not even in the last bit. Only a CPU with AVX-512 runs both; elsewhere this process runs AVX2 (or
+  // the portable loops) too, and the comparison would be of one code path with itself.
+  const withAvx512 = bce.info().cpuKernels === 'avx512' ? test : test.skip;
+  withAvx512('BOOTSTRAPPED_CE_CPU_KERNELS=avx2 (a child process) gives the AVX-512 results bit for bit', () => {
+    const report = runInChild('avx2');
+    expect(report.cpuKernels).toBe('avx2');
+    const cases = fusedCases();
+    expect(report.results.map((r) => r.name)).toEqual(cases.map((c) => c.name));
+    cases.forEach((c, i) => {
+      const avx2 = decode(report.results[i].fused);
+      const here = runCase(c, 'fused');
+      expect(avx2.fused).toBe(true);
+      expect(here.k).toBe(avx2.k);
+      expect(Object.is(here.loss, avx2.loss)).toBe(true);
+      const differing = here.grad.filter((g, j) => !Object.is(g, avx2.grad[j])).length;
+      expect(`${c.name}: ${differing} gradient values differ`).toBe(`${c.name}: 0 gradient values differ`);
+    });
+    // Pass 1's per-pixel losses, which the mean over many pixels would round away.
+    const avx2Losses = report.pixelLosses.map(Number);
+    const hereLosses = perPixelLosses();
+    expect(hereLosses.filter((l, i) => !Object.is(l, avx2Losses[i])).length).toBe(0);
   });
 });

@@ -1,5 +1,5 @@
 /**
- * Seeded inputs for comparing the fused kernel's CPU code paths (AVX2 and baseline) with each other and with the
+ * Seeded inputs for comparing the fused kernel's CPU code paths (AVX-512, AVX2 and baseline) with each other and with the
  * reference path, shared by test/fused.test.ts and the child process it starts (test/helpers/fused-child.ts).
  */
 import * as bce from '../../lib';
@@ -51,6 +51,10 @@ export function fusedCases(): FusedCase[] {
     build('non-finite logits, 4 classes, 4096 pixels', 5, [1, 4, 4096], { p: 0.5, special: true }),
     // Logits in (-160, 160): most exps fall below 2^-126, where the AVX2 sum clamps and the portable loop gives 0.
     build('19 classes, logits spread over +-160', 6, [2, 19, 32, 48], { ignored: 0.05, p: 0.4, spread: 160 }),
+    // Class rows 4104 floats apart (32-byte but not 64-byte steps: the AVX-512 gradient stores go in halves) and
+    // 4100 apart (unaligned rows: plain stores).
+    build('6 classes, rows of 4104 pixels', 7, [1, 6, 4104], { ignored: 0.05, p: 0.25 }),
+    build('3 classes, 2 x 4100 pixels', 8, [2, 3, 4100], { p: 0.2 }),
   ];
 }
 
@@ -62,5 +66,30 @@ export function runCase(c: FusedCase, impl: 'fused' | 'reference'): FusedRun {
     const r = bce.bootstrappedCrossEntropyWithStats(input, target, 0, c.p, { impl, ignoreIndex: c.ignoreIndex, weight });
     r.loss.backward();
     return { loss: r.loss.item(), k: r.k, fused: r.fused, grad: Array.from(input.grad!.toArray() as Float32Array) };
+  });
+}
+
+/**
+ * Each pixel's loss as pass 1 computes it, one call per pixel: every other label is ignored, so the pool holds one
+ * pixel and the mean loss is that pixel's float32 loss, with no rounding of a sum over pixels in between (which
+ * would hide a last-bit difference). 8 full blocks of 16 pixels (the vector code), 19 weighted classes, logits
+ * spread over +-12.
+ */
+export function perPixelLosses(): number[] {
+  const random = prng(9);
+  const C = 19;
+  const S = 128;
+  const logits = Array.from({ length: C * S }, () => Math.fround((random() * 2 - 1) * 12));
+  const labels = Array.from({ length: S }, () => Math.floor(random() * C));
+  const weight = Array.from({ length: C }, () => 0.25 + random() * 2);
+  return bce.tidy(() => {
+    const input = bce.tensor(logits, { shape: [1, C, S], dtype: 'float32' });
+    const w = bce.tensor(weight, { dtype: 'float32' });
+    return labels.map((label, pixel) => {
+      const target = bce.tensor(labels.map((_, j) => (j === pixel ? label : 255)), { shape: [1, S], dtype: 'int64' });
+      const r = bce.bootstrappedCrossEntropyWithStats(input, target, 0, 1, { impl: 'fused', ignoreIndex: 255, weight: w });
+      if (!r.fused || r.k !== 1) throw new Error(`pixel ${pixel}: fused ${r.fused}, k ${r.k}`);
+      return r.loss.item();
+    });
   });
 }

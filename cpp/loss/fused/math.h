@@ -1,6 +1,6 @@
 // Arithmetic of the fused kernel: bit casts, Cephes expf and logf (scalar, written to vectorise, and AVX2 + FMA
-// versions: the same logf, and a table-based exp for sums), the order-preserving keys the selection ranks losses by, and libm log-sum-exp for
-// the rare pixels with non-finite logits.
+// versions, with 16-lane AVX-512 copies: the same logf, and a table-based exp for sums), the order-preserving keys
+// the selection ranks losses by, and libm log-sum-exp for the rare pixels with non-finite logits.
 #pragma once
 
 #include "loss/cpu_dispatch.h"
@@ -218,6 +218,82 @@ BCE_TARGET_AVX2 BCE_ALWAYS_INLINE __m256 Log8OfPositive(__m256 x) {  // LogOfPos
   tail = _mm256_fmadd_ps(e, _mm256_set1_ps(-2.12194440e-4f), tail);
   tail = _mm256_fmadd_ps(m2, _mm256_set1_ps(-0.5f), tail);
   return _mm256_fmadd_ps(e, _mm256_set1_ps(0.693359375f), _mm256_add_ps(m, tail));
+}
+// ---------------------------------------------------------------------------------------------------------------
+// The same four functions on 16 lanes (AVX-512), operation for operation, so that their results equal the 8-lane
+// ones bit for bit. The one change: 2^n is applied with scalef (x * 2^floor(y)), which is the exact multiplication
+// the 8-lane code does by moving n into the exponent field (for Exp16ForSum, except for terms below 2^-126, which a
+// sum >= 1 drops either way).
+
+BCE_TARGET_AVX512 BCE_ALWAYS_INLINE __m512i Key16(__m512i bits) {
+  const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+  return _mm512_xor_si512(bits, _mm512_or_si512(_mm512_srai_epi32(bits, 31), sign));
+}
+
+// 2^(j/8), j = 0..7, twice: the 16-lane permute reads the low 4 bits of each index, j = m mod 8 either way.
+BCE_TARGET_AVX512 BCE_ALWAYS_INLINE __m512 TwoToEighths16() {
+  return _mm512_setr_ps(1.0f, 1.0905077457427979f, 1.1892070770263672f, 1.2968395948410034f, 1.4142135381698608f,
+                        1.5422108173370361f, 1.6817928552627563f, 1.8340080976486206f, 1.0f, 1.0905077457427979f,
+                        1.1892070770263672f, 1.2968395948410034f, 1.4142135381698608f, 1.5422108173370361f,
+                        1.6817928552627563f, 1.8340080976486206f);
+}
+
+BCE_TARGET_AVX512 BCE_ALWAYS_INLINE __m512 Exp16ForSum(__m512 x) {  // Exp8ForSum, 16 lanes
+  const __m512 round_bias = _mm512_set1_ps(12582912.0f);  // 1.5 * 2^23
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 biased = _mm512_fmadd_ps(x, _mm512_set1_ps(11.541560327111707f), round_bias);  // 8 / ln2
+  const __m512 m = _mm512_sub_ps(biased, round_bias);
+  const __m512 r = _mm512_fnmadd_ps(m, _mm512_set1_ps(0.08664339756999316f), x);  // ln2 / 8
+  const __m512 c = _mm512_fmadd_ps(_mm512_set1_ps(0.1666685789823532f), r, _mm512_set1_ps(0.500064492225647f));
+  const __m512 exp_r_minus_1 = _mm512_fmadd_ps(c, _mm512_mul_ps(r, r), r);
+  const __m512 two_to_j_eighths = _mm512_permutexvar_ps(_mm512_castps_si512(biased), TwoToEighths16());
+  const __m512 mantissa = _mm512_fmadd_ps(two_to_j_eighths, exp_r_minus_1, two_to_j_eighths);
+  return _mm512_scalef_ps(mantissa, _mm512_mul_ps(m, _mm512_set1_ps(0.125f)));  // * 2^floor(m / 8)
+}
+
+BCE_TARGET_AVX512 BCE_ALWAYS_INLINE __m512 Exp16OfNonPositive(__m512 x) {  // Exp8OfNonPositive, 16 lanes
+  const __m512 lowest = _mm512_set1_ps(-87.0f);
+  const __mmask16 in_range = _mm512_cmp_ps_mask(x, lowest, _CMP_NLT_UQ);  // not (x < -87), as the andnot keeps
+  const __m512 round_bias = _mm512_set1_ps(12582912.0f);  // 1.5 * 2^23
+  x = _mm512_max_ps(x, lowest);
+  const __m512 biased = _mm512_fmadd_ps(x, _mm512_set1_ps(11.541560327111707f), round_bias);  // 8 / ln2
+  const __m512 m = _mm512_sub_ps(biased, round_bias);
+  __m512 r = _mm512_fnmadd_ps(m, _mm512_set1_ps(0.086639404296875f), x);
+  r = _mm512_fnmadd_ps(m, _mm512_set1_ps(3.993272912339307e-06f), r);
+  __m512 poly = _mm512_set1_ps(1.0f / 24.0f);
+  poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(1.0f / 6.0f));
+  poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(0.5f));
+  poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(1.0f));
+  const __m512 exp_r_minus_1 = _mm512_mul_ps(poly, r);
+  const __m512 two_to_j_eighths = _mm512_permutexvar_ps(_mm512_castps_si512(biased), TwoToEighths16());
+  const __m512 mantissa = _mm512_fmadd_ps(two_to_j_eighths, exp_r_minus_1, two_to_j_eighths);
+  return _mm512_maskz_scalef_ps(in_range, mantissa, _mm512_mul_ps(m, _mm512_set1_ps(0.125f)));
+}
+
+BCE_TARGET_AVX512 BCE_ALWAYS_INLINE __m512 Log16OfPositive(__m512 x) {  // Log8OfPositive, 16 lanes
+  const __m512i bits = _mm512_castps_si512(x);
+  __m512i exponent = _mm512_sub_epi32(_mm512_srli_epi32(bits, 23), _mm512_set1_epi32(126));
+  __m512 m = _mm512_castsi512_ps(
+      _mm512_or_si512(_mm512_and_si512(bits, _mm512_set1_epi32(0x007fffff)), _mm512_set1_epi32(0x3f000000)));
+  const __mmask16 below_sqrt_half = _mm512_cmp_ps_mask(m, _mm512_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
+  exponent = _mm512_mask_sub_epi32(exponent, below_sqrt_half, exponent, _mm512_set1_epi32(1));
+  const __m512 m_minus_1 = _mm512_sub_ps(m, _mm512_set1_ps(1.0f));
+  m = _mm512_mask_add_ps(m_minus_1, below_sqrt_half, m_minus_1, m);  // the 8-lane code adds +0 elsewhere
+  const __m512 m2 = _mm512_mul_ps(m, m);
+  __m512 poly = _mm512_set1_ps(7.0376836292e-2f);
+  poly = _mm512_fmadd_ps(poly, m, _mm512_set1_ps(-1.1514610310e-1f));
+  poly = _mm512_fmadd_ps(poly, m, _mm512_set1_ps(1.1676998740e-1f));
+  poly = _mm512_fmadd_ps(poly, m, _mm512_set1_ps(-1.2420140846e-1f));
+  poly = _mm512_fmadd_ps(poly, m, _mm512_set1_ps(1.4249322787e-1f));
+  poly = _mm512_fmadd_ps(poly, m, _mm512_set1_ps(-1.6668057665e-1f));
+  poly = _mm512_fmadd_ps(poly, m, _mm512_set1_ps(2.0000714765e-1f));
+  poly = _mm512_fmadd_ps(poly, m, _mm512_set1_ps(-2.4999993993e-1f));
+  poly = _mm512_fmadd_ps(poly, m, _mm512_set1_ps(3.3333331174e-1f));
+  const __m512 e = _mm512_cvtepi32_ps(exponent);
+  __m512 tail = _mm512_mul_ps(_mm512_mul_ps(m, m2), poly);
+  tail = _mm512_fmadd_ps(e, _mm512_set1_ps(-2.12194440e-4f), tail);
+  tail = _mm512_fmadd_ps(m2, _mm512_set1_ps(-0.5f), tail);
+  return _mm512_fmadd_ps(e, _mm512_set1_ps(0.693359375f), _mm512_add_ps(m, tail));
 }
 #endif
 

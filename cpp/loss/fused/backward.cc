@@ -502,6 +502,22 @@ void UnselectedNaNColumns(const RunPlan& plan, const float* logits, int64_t leng
   }
 }
 
+// Asks for the next chunk's logit lines (into L2) before the gradient arithmetic, which reads and writes only the
+// chunk's scratch: memory is otherwise idle while it runs. Backward at 8x19x512x1024, 2 threads, calls alternated in
+// one process: 3-7 % faster in each of 7 runs. Spatial inputs whose next chunk is whole lines of the same run only.
+BCE_ALWAYS_INLINE void PrefetchNextChunk(const RunPlan& plan, const PixelRun& run, int64_t start,
+                                         const float* logits) {
+  if (start + 2 * kChunkPixels > run.length) return;
+  const float* next = logits + kChunkPixels;
+  for (int64_t c = 0; c < plan.classes(); ++c) {
+    for (int64_t line = 0; line < kChunkPixels; line += kBlockLanes) {
+#if defined(__GNUC__) || defined(__clang__)
+      __builtin_prefetch(next + c * plan.class_stride() + line, 0, 2);  // never faults
+#endif
+    }
+  }
+}
+
 // Copy: how full chunks of spatial inputs are gathered and scattered; GenericChunkCopy does the others.
 template <class Copy>
 BCE_ALWAYS_INLINE void RunGradientBody(const RunPlan& plan, const PixelRun& run, const GradientInputs& in,
@@ -521,6 +537,7 @@ BCE_ALWAYS_INLINE void RunGradientBody(const RunPlan& plan, const PixelRun& run,
     const bool check_finite = !in.all_finite;
     const bool non_finite = whole_lines ? Copy::Gather(plan, logits, length, count, check_finite, scratch)
                                         : GenericChunkCopy::Gather(plan, logits, length, count, check_finite, scratch);
+    if (whole_lines) PrefetchNextChunk(plan, run, start, logits);
     if (count > 0) Copy::Gradients(plan, logits, first_pixel, count, in, scratch);
     if (whole_lines) {
       Copy::Scatter(plan, length, count, scratch, grad + offset);

@@ -22,7 +22,12 @@ export interface FusedRun {
   grad: number[];
 }
 
-function build(name: string, seed: number, shape: number[], opts: { ignored?: number; weighted?: boolean; p: number; special?: boolean; spread?: number }): FusedCase {
+function build(
+  name: string,
+  seed: number,
+  shape: number[],
+  opts: { ignored?: number; weighted?: boolean; p: number; special?: boolean; spread?: number; hardBands?: boolean },
+): FusedCase {
   const random = prng(seed);
   const [N, C] = shape;
   const spatial = shape.slice(2).reduce((a, b) => a * b, 1);
@@ -37,6 +42,16 @@ function build(name: string, seed: number, shape: number[], opts: { ignored?: nu
     logits[(0 * C + 0) * spatial + 5] = NaN;
     logits[(0 * C + 2) * spatial + 40] = NaN;
     logits[(0 * C + 0) * spatial + 70] = Infinity;
+  }
+  if (opts.hardBands) {
+    // Easy pixels (label logit raised by 40) except in every 4th run of 512: the selected pixels cluster, so whole
+    // lines and chunks hold none, as hard pixels do in real label maps.
+    for (let n = 0; n < N; n++) {
+      for (let s = 0; s < spatial; s++) {
+        const y = target[n * spatial + s];
+        if (Math.floor(s / 512) % 4 !== 0 && y !== 255) logits[(n * C + y) * spatial + s] += 40;
+      }
+    }
   }
   const weight = opts.weighted ? Array.from({ length: C }, () => 0.25 + random() * 2) : undefined;
   return { name, shape, logits, target, weight, ignoreIndex: 255, p: opts.p };
@@ -55,6 +70,7 @@ export function fusedCases(): FusedCase[] {
     // 4100 apart (unaligned rows: plain stores).
     build('6 classes, rows of 4104 pixels', 7, [1, 6, 4104], { ignored: 0.05, p: 0.25 }),
     build('3 classes, 2 x 4100 pixels', 8, [2, 3, 4100], { p: 0.2 }),
+    build('19 classes, 2x64x256, hard pixels in bands', 10, [2, 19, 64, 256], { ignored: 0.02, p: 0.2, hardBands: true }),
   ];
 }
 

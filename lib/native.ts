@@ -450,3 +450,19 @@ const loaded = load();
 export const native: NativeAddon = loaded.addon;
 /** The file it was loaded from. */
 export const nativeBinaryPath: string = loaded.file;
+
+/**
+ * The environment variables the native code reads accept fixed values; another value is ignored there (the
+ * default applies), so a misspelling would go unnoticed: warn once, at load.
+ */
+const ENVIRONMENT_CHOICES: Record<string, readonly string[]> = {
+  BOOTSTRAPPED_CE_CPU_KERNELS: ['avx512', 'avx2', 'baseline'],
+  BOOTSTRAPPED_CE_CPU_ALLOCATOR: ['default'],
+};
+for (const [name, choices] of Object.entries(ENVIRONMENT_CHOICES)) {
+  const value = process.env[name];
+  if (value === undefined || value === '' || choices.includes(value)) continue;
+  process.emitWarning(`${name}=${JSON.stringify(value)} is not one of ${choices.map((c) => `'${c}'`).join(', ')}; ignored (the default applies)`, {
+    code: 'BOOTSTRAPPED_CE_ENV',
+  });
+}

@@ -386,3 +386,21 @@ describe('fused kernel, portable loops against the AVX2 and AVX-512 code', () =>
     expect(hereLosses.filter((l, i) => !Object.is(l, avx2Losses[i])).length).toBe(0);
   });
 });
+
+describe('fused kernel, environment', () => {
+  test('a BOOTSTRAPPED_CE_CPU_KERNELS value that is not a kernel name is reported at load, not silently ignored', () => {
+    const load = (value: string) =>
+      spawnSync(process.execPath, ['-r', 'ts-node/register/transpile-only', '-e', "require('./lib')"], {
+        cwd: path.join(__dirname, '..'),
+        env: { ...process.env, BOOTSTRAPPED_CE_CPU_KERNELS: value },
+        encoding: 'utf8',
+        timeout: 60000,
+      });
+    const misspelt = load('AVX2');
+    expect(misspelt.status).toBe(0);
+    expect(misspelt.stderr).toContain('BOOTSTRAPPED_CE_CPU_KERNELS="AVX2" is not one of \'avx512\', \'avx2\', \'baseline\'');
+    const valid = load('avx2');
+    expect(valid.status).toBe(0);
+    expect(valid.stderr).not.toContain('BOOTSTRAPPED_CE_ENV');
+  });
+});

@@ -71,6 +71,8 @@ export function fusedCases(): FusedCase[] {
     build('6 classes, rows of 4104 pixels', 7, [1, 6, 4104], { ignored: 0.05, p: 0.25 }),
     build('3 classes, 2 x 4100 pixels', 8, [2, 3, 4100], { p: 0.2 }),
     build('19 classes, 2x64x256, hard pixels in bands', 10, [2, 19, 64, 256], { ignored: 0.02, p: 0.2, hardBands: true }),
+    // 272 pixels per sample: a run of one 256-pixel chunk and one of 16 (a short chunk of whole lines).
+    build('5 classes, 3 x 272 pixels (a 16-pixel chunk)', 11, [3, 5, 272], { ignored: 0.05, p: 0.3 }),
   ];
 }
 

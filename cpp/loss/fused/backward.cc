@@ -111,6 +111,28 @@ BCE_ALWAYS_INLINE void SelectedGradients(const RunPlan& plan, const float* logit
   }
 }
 
+// The scalar step of the vector Gradients between the exps and the scaling, for the chunk's selected pixels i to
+// i + lanes - 1, whose sums of exps are in `sums`: the label's exp becomes exp - sum, and factor = scale * w[y] /
+// sum; the pixels flagged in `exact` (bit per lane) take libm instead.
+BCE_ALWAYS_INLINE void LabelsAndFactors(const RunPlan& plan, const float* logits, int64_t first_pixel, int64_t i,
+                                        int64_t lanes, uint32_t exact, const float* sums, const GradientInputs& in,
+                                        ChunkScratch& scratch) {
+  float* values = scratch.values.data();
+  for (int64_t lane = 0; lane < lanes; ++lane) {
+    const int64_t j = i + lane;
+    const int64_t pixel = first_pixel + scratch.offset[j];
+    const int64_t label = in.loss.target[pixel];
+    const float scale = in.loss.weight != nullptr ? in.scale * in.loss.weight[label] : in.scale;
+    if ((exact >> lane) & 1) {
+      ExactPixelGradient(logits + scratch.offset[j] * plan.pixel_stride(), plan.classes(), plan.class_stride(),
+                         label, scale, j, scratch);
+      continue;
+    }
+    values[label * ChunkScratch::kRowStride + j] -= sums[lane];
+    scratch.factor[j] = scale / sums[lane];
+  }
+}
+
 // Copying the selected pixels' logits in and the gradient rows out: plain loops (GenericChunkCopy, any input),
 // and AVX2 permutes on whole cache lines (Avx2ChunkCopy, spatial inputs whose chunk is whole 16-pixel blocks).
 // Gather returns whether any logit of the chunk, selected or not, is NaN or infinite (x - x is then NaN).
@@ -284,19 +306,7 @@ struct Avx2ChunkCopy {
       const int exact = _mm256_movemask_ps(_mm256_and_ps(live, _mm256_or_ps(nan, max_not_finite)));
       alignas(32) float sums[8];
       _mm256_store_ps(sums, sum);
-      for (int64_t lane = 0; lane < lanes; ++lane) {
-        const int64_t j = i + lane;
-        const int64_t pixel = first_pixel + scratch.offset[j];
-        const int64_t label = in.loss.target[pixel];
-        const float scale = in.loss.weight != nullptr ? in.scale * in.loss.weight[label] : in.scale;
-        if ((exact >> lane) & 1) {
-          ExactPixelGradient(logits + scratch.offset[j] * plan.pixel_stride(), classes, plan.class_stride(), label,
-                             scale, j, scratch);
-          continue;
-        }
-        values[label * stride + j] -= sums[lane];
-        scratch.factor[j] = scale / sums[lane];
-      }
+      LabelsAndFactors(plan, logits, first_pixel, i, lanes, static_cast<uint32_t>(exact), sums, in, scratch);
       const __m256 factor = _mm256_loadu_ps(scratch.factor + i);
       for (int64_t c = 0; c < classes; ++c) {
         float* row = values + c * stride + i;
@@ -425,19 +435,7 @@ struct Avx512ChunkCopy {
       const uint32_t exact = live & (nan | _mm512_cmp_ps_mask(max_zero, max_zero, _CMP_UNORD_Q));
       alignas(64) float sums[16];
       _mm512_store_ps(sums, sum);
-      for (int64_t lane = 0; lane < lanes; ++lane) {
-        const int64_t j = i + lane;
-        const int64_t pixel = first_pixel + scratch.offset[j];
-        const int64_t label = in.loss.target[pixel];
-        const float scale = in.loss.weight != nullptr ? in.scale * in.loss.weight[label] : in.scale;
-        if ((exact >> lane) & 1) {
-          ExactPixelGradient(logits + scratch.offset[j] * plan.pixel_stride(), classes, plan.class_stride(), label,
-                             scale, j, scratch);
-          continue;
-        }
-        values[label * stride + j] -= sums[lane];
-        scratch.factor[j] = scale / sums[lane];
-      }
+      LabelsAndFactors(plan, logits, first_pixel, i, lanes, exact, sums, in, scratch);
       const __m512 factor = _mm512_loadu_ps(scratch.factor + i);
       for (int64_t c = 0; c < classes; ++c) {
         float* row = values + c * stride + i;

@@ -40,7 +40,8 @@ namespace bce {
 
 enum class CpuKernelLevel { kBaseline, kAvx2, kAvx512 };
 
-// The widest kernels BOOTSTRAPPED_CE_CPU_KERNELS allows (any other value, or none, allows all).
+// The widest kernels BOOTSTRAPPED_CE_CPU_KERNELS allows (any other value, or none, allows all; lib/native.ts warns
+// about other values when the package loads).
 inline CpuKernelLevel RequestedKernelLevel() {
   const char* kernels = std::getenv("BOOTSTRAPPED_CE_CPU_KERNELS");
   if (kernels != nullptr && std::strcmp(kernels, "baseline") == 0) return CpuKernelLevel::kBaseline;

@@ -61,8 +61,8 @@ void ScalarPixelLosses(const RunPlan& plan, const float* logits, int64_t first_p
 
 // Block math, written once as plain loops (GenericBlockMath, any CPU; also the partial blocks at the end of a run)
 // and once with AVX2 + FMA intrinsics (Avx2BlockMath, full blocks of spatial inputs, chosen at run time; and its
-// 16-lane copy Avx512BlockMath, bit for bit the same results): GCC
-// does not vectorise the plain loops well once it unrolls the 16 lanes. Both take logs with Cephes logf (~1 ulp);
+// 16-lane copy Avx512BlockMath, bit for bit the same results): GCC does not vectorise the plain loops well once it
+// unrolls the 16 lanes. Both take logs with Cephes logf (~1 ulp);
 // the plain loops sum Cephes expf's exps, the AVX2 code a cheaper table-based exp of the same accuracy
 // (Exp8ForSum), so the two agree to about an ulp of the sum, not bit for bit (test/fused.test.ts compares them).
 

@@ -16,13 +16,15 @@ import * as os from 'os';
 import * as path from 'path';
 import { Command } from 'commander';
 import * as bce from '../../lib';
-import { AddonData, AddonImpl, Mode, disposeData, makeData, oneCall, probeFused } from './addon';
+import { AddonData, AddonImpl, Mode, disposeData, makeData, oneCall, probeFused, warmUpJit } from './addon';
 import { PythonWorker, findPython } from './python';
 
 const REPO_ROOT = path.resolve(__dirname, '..', '..');
 const DEFAULT_SIZES = ['1x19x32x32', '1x19x128x128', '2x19x256x512', '8x19x512x1024'];
 const QUICK_SIZES = ['1x19x32x32', '1x19x128x128', '2x19x256x512'];
 const SEED = 0;
+// Untimed addon calls before the first workload (see warmUpJit).
+const JIT_WARMUP_MS = 2000;
 
 type ImplName = 'torch' | AddonImpl;
 const IMPLS: ImplName[] = ['reference', 'fused', 'torch'];
@@ -73,7 +75,8 @@ const program = new Command()
   .option('--mem <which>', 'peak memory (a fresh process per workload and implementation): all, largest (size only) or none (default all; quick: largest)')
   .option('--device <device>', 'cpu or cuda', 'cpu')
   .option('--out <dir>', 'folder for bench.json and bench.md', 'bench-results')
-  .option('--seed <n>', 'random seed of the data (the same in both processes)', String(SEED));
+  .option('--seed <n>', 'random seed of the data (the same in both processes)', String(SEED))
+  .option('--no-pin', "leave both processes' main threads to the scheduler (default: on the same CPU while timing; Linux)");
 
 program.parse(process.argv);
 const raw = program.opts<{
@@ -88,6 +91,7 @@ const raw = program.opts<{
   device: string;
   out: string;
   seed: string;
+  pin: boolean;
 }>();
 
 const quick = !!raw.quick;
@@ -319,7 +323,11 @@ async function main(): Promise<void> {
       (bandwidth.nodeCopy1Thread ? `; Node Float64Array copy ${fmtNum(bandwidth.nodeCopy1Thread, 1)} GB/s` : ''),
   );
 
+  const warmUpCalls = warmUpJit(sizes[0][1], device, JIT_WARMUP_MS);
+  log(`warm-up: ${warmUpCalls} untimed addon calls at 1x${sizes[0][1]}x32x32 (${JIT_WARMUP_MS / 1000} s), so that V8 has compiled the facade`);
+
   const workloads: Workload[] = [];
+  let pinning: Pinning | undefined;
   for (const shape of sizes) {
     const size = shape.join('x');
     const elements = shape.reduce((a, b) => a * b, 1);
@@ -401,6 +409,8 @@ async function main(): Promise<void> {
             const perCall = initial.length ? stats(initial).median : Infinity; // empty when the worker failed
             roundWarmups[impl] = Math.min(100, Math.max(1, Math.ceil(5 / perCall)));
           }
+          // After the warm-up, which starts any threads this thread count needs (they inherit the main thread's mask).
+          if (raw.pin && w.impls.torch.available) pinning = await pinMainThreads(worker!, pinning);
           for (let round = 0; times.reference.length < reps; round++) {
             const n = Math.min(perRound, reps - times.reference.length);
             for (let j = 0; j < active.length; j++) {
@@ -489,7 +499,8 @@ async function main(): Promise<void> {
     machine,
     loadavg: { start: workloads[0]?.loadavg, end: os.loadavg() },
     bandwidthGBps: bandwidth,
-    options: { sizes: sizes.map((s) => s.join('x')), threads: threadList, p: pList, passes: modes, reps: repsOverride ?? 'by size', rounds: roundsOverride ?? 'by size', seed, device, quick, mem: memWhich },
+    options: { sizes: sizes.map((s) => s.join('x')), threads: threadList, p: pList, passes: modes, reps: repsOverride ?? 'by size', rounds: roundsOverride ?? 'by size', seed, device, quick, mem: memWhich, pin: raw.pin },
+    pinning: pinning ?? { pinned: false, reason: raw.pin ? 'no PyTorch worker' : '--no-pin' },
     targets: targets(workloads),
     workloads,
   };
@@ -500,6 +511,29 @@ async function main(): Promise<void> {
   log('');
   log(markdown);
   log(`wrote ${path.relative(process.cwd(), path.join(outDir, 'bench.json'))} and bench.md (${report.durationS} s)`);
+}
+
+interface Pinning {
+  pinned: boolean;
+  cpu?: number;
+  reason?: string;
+}
+
+/**
+ * Puts the main threads of this process and of the PyTorch worker on the same CPU, their other threads on every
+ * CPU (torch_bench.py's cmd_pin, which explains why). Called once per workload, after its warm-up; a refusal is
+ * reported once and timing goes on unpinned.
+ */
+async function pinMainThreads(worker: PythonWorker, previous: Pinning | undefined): Promise<Pinning> {
+  if (previous && !previous.pinned) return previous;
+  let result: Pinning;
+  try {
+    result = await worker.request<Pinning>({ cmd: 'pin', pids: [process.pid] });
+  } catch (error) {
+    result = { pinned: false, reason: (error as Error).message.split('\n')[0] };
+  }
+  if (!previous) log(result.pinned ? `timing with both main threads on CPU ${result.cpu}` : `not pinned: ${result.reason}`);
+  return result;
 }
 
 // ---------------------------------------------------------------- targets and markdown
@@ -539,6 +573,7 @@ type Report = {
   command: string;
   machine: Record<string, unknown>;
   loadavg: { start?: number[]; end: number[] };
+  pinning: Pinning;
   bandwidthGBps: { nodeCopy1Thread?: number; torch: Record<number, { copy: number; read: number }> };
   targets: ReturnType<typeof targets>;
   workloads: Workload[];
@@ -557,7 +592,10 @@ function toMarkdown(r: Report): string {
     `Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGB} GB, Linux ${m.kernel}; Node ${m.node}; LibTorch ${m.libtorch} ` +
       `(${m.libtorchLoadedFrom}); PyTorch ${m.torch ?? 'n/a'}, Python ${m.python ?? 'n/a'}; device ${m.device}. ` +
       `Addon ${path.relative(REPO_ROOT, String(m.addonBinary))} (sha256 ${m.addonBinarySha256 ?? '?'}, built ${m.addonBinaryModified ?? '?'}). ` +
-      `Load average at start ${r.loadavg.start?.map((v) => v.toFixed(2)).join(' ') ?? 'n/a'}, at end ${r.loadavg.end.map((v) => v.toFixed(2)).join(' ')}.`,
+      `Load average at start ${r.loadavg.start?.map((v) => v.toFixed(2)).join(' ') ?? 'n/a'}, at end ${r.loadavg.end.map((v) => v.toFixed(2)).join(' ')}. ` +
+      (r.pinning.pinned
+        ? `Both processes' main threads on CPU ${r.pinning.cpu} while timing, their other threads on every CPU.`
+        : `Main threads not pinned (${r.pinning.reason}).`),
   );
   lines.push('');
   const bw = Object.entries(r.bandwidthGBps.torch).map(([t, v]) => `${t} thread(s): copy ${v.copy.toFixed(1)} GB/s, read ${v.read.toFixed(1)} GB/s`);

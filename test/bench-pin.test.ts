@@ -1,7 +1,8 @@
 /**
- * The benchmark's CPU pinning (scripts/bench/torch_bench.py, cmd "pin"): the main threads of the Node process and
- * of the PyTorch worker go on one CPU, every other thread of both back on all CPUs. Checked on a throwaway Node
- * process (never on the jest worker itself) by reading each thread's Cpus_allowed_list. Skipped, with the reason
+ * The benchmark's CPU pinning (scripts/bench/torch_bench.py, cmd "pin"): every thread of the Node process and of
+ * the PyTorch worker goes on the same first t CPUs for a t-thread workload, and back on all of them for the memory
+ * probes. Checked on a throwaway Node process (never on the jest worker itself) by reading each thread's
+ * Cpus_allowed_list. Skipped, with the reason
  * in the title, off Linux or where no Python imports torch (the worker imports it).
  */
 import { ChildProcess, spawn } from 'child_process';
@@ -48,29 +49,29 @@ function threadIds(pid: number): number[] {
     await worker?.close();
   });
 
-  test('main threads share the lowest allowed CPU; other threads get every allowed CPU again', async () => {
+  test('every thread of both processes goes on the first t allowed CPUs, and back on all of them', async () => {
     const everyCpu = allowedCpus(child.pid!, child.pid!);
     expect(everyCpu.length).toBeGreaterThan(1);
-    // A helper thread first narrowed to one CPU, as threads started after the main thread was pinned would be.
-    const helper = threadIds(child.pid!).find((tid) => tid !== child.pid)!;
-    expect(helper).toBeDefined();
-    const narrowed = spawn('taskset', ['-p', '-c', String(everyCpu[everyCpu.length - 1]), String(helper)], { stdio: 'ignore' });
-    const tasksetOk = await new Promise<boolean>((resolve) => {
-      narrowed.on('exit', (code) => resolve(code === 0));
-      narrowed.on('error', () => resolve(false));
-    });
-
-    const reply = await worker.request<{ pinned: boolean; cpu: number; threads: number }>({ cmd: 'pin', pids: [child.pid] });
-    expect(reply.pinned).toBe(true);
-    expect(reply.cpu).toBe(Math.min(...everyCpu));
-    expect(allowedCpus(child.pid!, child.pid!)).toEqual([reply.cpu]);
-    for (const tid of threadIds(child.pid!)) {
-      if (tid !== child.pid) expect(allowedCpus(child.pid!, tid)).toEqual(everyCpu);
-    }
-    if (tasksetOk) expect(allowedCpus(child.pid!, helper)).toEqual(everyCpu);
-    // The worker's own main thread too.
     const workerPid = (worker as unknown as { child: ChildProcess }).child.pid!;
-    expect(allowedCpus(workerPid, workerPid)).toEqual([reply.cpu]);
-    expect(reply.threads).toBeGreaterThanOrEqual(threadIds(child.pid!).length + 1);
+    const expectEvery = (pid: number, cpus: number[]) => {
+      for (const tid of threadIds(pid)) expect({ tid, cpus: allowedCpus(pid, tid) }).toEqual({ tid, cpus });
+    };
+
+    const one = await worker.request<{ pinned: boolean; cpus: number[]; threads: number }>({ cmd: 'pin', pids: [child.pid], cpus: 1 });
+    expect(one.pinned).toBe(true);
+    expect(one.cpus).toEqual([everyCpu[0]]);
+    expect(threadIds(child.pid!).length).toBeGreaterThan(1); // the main thread and V8's helpers
+    expectEvery(child.pid!, [everyCpu[0]]);
+    expectEvery(workerPid, [everyCpu[0]]);
+    expect(one.threads).toBeGreaterThanOrEqual(threadIds(child.pid!).length + 1);
+
+    const two = await worker.request<{ cpus: number[] }>({ cmd: 'pin', pids: [child.pid], cpus: 2 });
+    expect(two.cpus).toEqual(everyCpu.slice(0, 2));
+    expectEvery(child.pid!, everyCpu.slice(0, 2));
+    expectEvery(workerPid, everyCpu.slice(0, 2));
+
+    await worker.request({ cmd: 'pin', pids: [child.pid] });
+    expectEvery(child.pid!, everyCpu);
+    expectEvery(workerPid, everyCpu);
   });
 });

@@ -76,7 +76,7 @@ const program = new Command()
   .option('--device <device>', 'cpu or cuda', 'cpu')
   .option('--out <dir>', 'folder for bench.json and bench.md', 'bench-results')
   .option('--seed <n>', 'random seed of the data (the same in both processes)', String(SEED))
-  .option('--no-pin', "leave both processes' main threads to the scheduler (default: on the same CPU while timing; Linux)");
+  .option('--no-pin', 'leave both processes to the scheduler (default: both on the same t CPUs for t threads; Linux)');
 
 program.parse(process.argv);
 const raw = program.opts<{
@@ -403,14 +403,13 @@ async function main(): Promise<void> {
           // calls, so each round starts with untimed calls worth ~5 ms (at least one) per implementation: the
           // figures are steady-state times, as in a loop that calls the loss step after step.
           const roundWarmups: Partial<Record<ImplName, number>> = {};
+          if (raw.pin && w.impls.torch.available) pinning = await pinProcesses(worker!, threads, pinning);
           for (const impl of active) {
             const initial: number[] = [];
             await run(impl, warmups, 0, [initial, []]);
             const perCall = initial.length ? stats(initial).median : Infinity; // empty when the worker failed
             roundWarmups[impl] = Math.min(100, Math.max(1, Math.ceil(5 / perCall)));
           }
-          // After the warm-up, which starts any threads this thread count needs (they inherit the main thread's mask).
-          if (raw.pin && w.impls.torch.available) pinning = await pinMainThreads(worker!, pinning);
           for (let round = 0; times.reference.length < reps; round++) {
             const n = Math.min(perRound, reps - times.reference.length);
             for (let j = 0; j < active.length; j++) {
@@ -458,6 +457,8 @@ async function main(): Promise<void> {
     // Peak memory: one fresh process per (pass, p) and implementation, at the largest thread count.
     if (memWhich === 'all' || (memWhich === 'largest' && elements === largestElements)) {
       const memThreads = Math.max(...threadList);
+      // Fresh processes inherit this one's CPU mask: give them every CPU, as outside the benchmark.
+      if (pinning?.pinned && worker?.alive) pinning = await pinProcesses(worker, undefined, pinning);
       for (const m of modes) {
         for (const p of pList) {
           const rows = workloads.filter((w) => w.size === size && w.mode === m && w.p === p);
@@ -515,24 +516,25 @@ async function main(): Promise<void> {
 
 interface Pinning {
   pinned: boolean;
-  cpu?: number;
+  /** The CPUs of the last workload (the first t allowed CPUs for t threads). */
+  cpus?: number[];
   reason?: string;
 }
 
 /**
- * Puts the main threads of this process and of the PyTorch worker on the same CPU, their other threads on every
- * CPU (torch_bench.py's cmd_pin, which explains why). Called once per workload, after its warm-up; a refusal is
- * reported once and timing goes on unpinned.
+ * Puts every thread of this process and of the PyTorch worker on the same `threads` CPUs, or back on every CPU
+ * when `threads` is undefined (torch_bench.py's cmd_pin, which explains why). Called once per workload, after its warm-up; a refusal is reported once and
+ * timing goes on unpinned.
  */
-async function pinMainThreads(worker: PythonWorker, previous: Pinning | undefined): Promise<Pinning> {
+async function pinProcesses(worker: PythonWorker, threads: number | undefined, previous: Pinning | undefined): Promise<Pinning> {
   if (previous && !previous.pinned) return previous;
   let result: Pinning;
   try {
-    result = await worker.request<Pinning>({ cmd: 'pin', pids: [process.pid] });
+    result = await worker.request<Pinning>({ cmd: 'pin', pids: [process.pid], cpus: threads });
   } catch (error) {
     result = { pinned: false, reason: (error as Error).message.split('\n')[0] };
   }
-  if (!previous) log(result.pinned ? `timing with both main threads on CPU ${result.cpu}` : `not pinned: ${result.reason}`);
+  if (!previous) log(result.pinned ? `timing both processes on the same CPUs: the first t allowed CPUs for t threads` : `not pinned: ${result.reason}`);
   return result;
 }
 
@@ -594,8 +596,8 @@ function toMarkdown(r: Report): string {
       `Addon ${path.relative(REPO_ROOT, String(m.addonBinary))} (sha256 ${m.addonBinarySha256 ?? '?'}, built ${m.addonBinaryModified ?? '?'}). ` +
       `Load average at start ${r.loadavg.start?.map((v) => v.toFixed(2)).join(' ') ?? 'n/a'}, at end ${r.loadavg.end.map((v) => v.toFixed(2)).join(' ')}. ` +
       (r.pinning.pinned
-        ? `Both processes' main threads on CPU ${r.pinning.cpu} while timing, their other threads on every CPU.`
-        : `Main threads not pinned (${r.pinning.reason}).`),
+        ? 'Both processes on the same CPUs while timing: the first t allowed CPUs for t threads.'
+        : `Processes not pinned (${r.pinning.reason}).`),
   );
   lines.push('');
   const bw = Object.entries(r.bandwidthGBps.torch).map(([t, v]) => `${t} thread(s): copy ${v.copy.toFixed(1)} GB/s, read ${v.read.toFixed(1)} GB/s`);

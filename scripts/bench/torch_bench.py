@@ -14,8 +14,8 @@ stdout; stray prints go to stderr). Every reply has "ok": true, or "ok": false a
                                                     -> per-repetition milliseconds, loss, k
   {"cmd": "mem", "p": ..., "mode": ..., "threads": t}
                                                     -> peak memory of one call (use in a fresh process)
-  {"cmd": "pin", "pids": [pid]}                    -> the main threads of that process and of this worker on one CPU,
-                                                    their other threads on every CPU (Linux; see cmd_pin)
+  {"cmd": "pin", "pids": [pid], "cpus": t}         -> every thread of that process and of this worker on the same t
+                                                    CPUs, or on all without "cpus" (Linux; see cmd_pin)
   {"cmd": "quit"}
 
 Timing: perf_counter_ns around the op only (data creation excluded). "fwd": the seed's forward on logits that
@@ -220,29 +220,29 @@ def cmd_mem(req):
             'first_ms': ms, 'loss': value, 'rss_before_bytes': rss0 * 1024}
 
 
-# The CPUs this worker may use, read before cmd_pin narrows its main thread's mask.
+# The CPUs this worker may use, read before cmd_pin narrows its mask.
 ALLOWED_CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else []
 
 
 def cmd_pin(req):
-    """The main thread of each process in req['pids'] and of this worker on the same CPU, the lowest this worker
-    may use; all their other threads (OpenMP workers, V8's helpers) back on every such CPU, undoing
-    the main thread's mask that threads created since inherited. On a VM one vCPU can run these kernels ~1.5x
-    slower than another for seconds at a time; left to the scheduler, the two processes landed on either for many
-    rounds and single medians moved by 30-60 % (see docs/performance.md). Threads are not pinned anywhere else."""
+    """Every thread of each process in req['pids'] and of this worker on the same req['cpus'] CPUs, the lowest
+    this worker may use (all of them without 'cpus'): a workload with t threads runs both sides on the same t CPUs. On a VM one vCPU can run
+    these kernels ~1.5x slower than another for seconds at a time; left to the scheduler, the two processes landed
+    on either for many rounds and single medians moved by 30-60 % (see docs/performance.md). Whole processes, not
+    main threads alone: threads started later (the fused kernel starts its workers per call, OpenMP its pool once)
+    inherit the mask of the thread that starts them, so a main thread alone on one CPU would pull them onto it."""
     if not hasattr(os, 'sched_setaffinity'):
         return {'pinned': False, 'reason': 'no sched_setaffinity on this platform'}
-    cpu = ALLOWED_CPUS[0]
+    cpus = ALLOWED_CPUS[:max(1, int(req['cpus']))] if req.get('cpus') else ALLOWED_CPUS
     threads = 0
     for pid in list(req['pids']) + [os.getpid()]:
         for name in os.listdir('/proc/%d/task' % pid):
-            tid = int(name)
             try:
-                os.sched_setaffinity(tid, {cpu} if tid == pid else set(ALLOWED_CPUS))
+                os.sched_setaffinity(int(name), set(cpus))
                 threads += 1
             except ProcessLookupError:  # a thread that ended meanwhile
                 pass
-    return {'pinned': True, 'cpu': cpu, 'threads': threads}
+    return {'pinned': True, 'cpus': cpus, 'threads': threads}
 
 
 HANDLERS = {'info': cmd_info, 'bandwidth': cmd_bandwidth, 'data': cmd_data, 'time': cmd_time, 'mem': cmd_mem, 'pin': cmd_pin}

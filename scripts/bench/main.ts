@@ -403,7 +403,12 @@ async function main(): Promise<void> {
           // calls, so each round starts with untimed calls worth ~5 ms (at least one) per implementation: the
           // figures are steady-state times, as in a loop that calls the loss step after step.
           const roundWarmups: Partial<Record<ImplName, number>> = {};
-          if (raw.pin && w.impls.torch.available) pinning = await pinProcesses(worker!, threads, pinning);
+          if (raw.pin && worker?.alive) pinning = await pinProcesses(worker, threads, pinning);
+          else if (pinning?.pinned && !pinning.stranded) {
+            // Only the worker can change the masks; this process keeps the last workload's CPUs.
+            pinning.stranded = true;
+            log(`warning: the PyTorch worker is gone; the addon's later timings run on CPUs ${pinning.cpus?.join(',')} only`);
+          }
           for (const impl of active) {
             const initial: number[] = [];
             await run(impl, warmups, 0, [initial, []]);
@@ -516,15 +521,17 @@ async function main(): Promise<void> {
 
 interface Pinning {
   pinned: boolean;
-  /** The CPUs of the last workload (the first t allowed CPUs for t threads). */
+  /** The CPUs of the last request (the first t allowed CPUs for t threads, or all of them). */
   cpus?: number[];
   reason?: string;
+  /** The worker ended while this process was pinned. */
+  stranded?: boolean;
 }
 
 /**
  * Puts every thread of this process and of the PyTorch worker on the same `threads` CPUs, or back on every CPU
- * when `threads` is undefined (torch_bench.py's cmd_pin, which explains why). Called once per workload, after its warm-up; a refusal is reported once and
- * timing goes on unpinned.
+ * when `threads` is undefined (torch_bench.py's cmd_pin, which explains why). Called before each workload's warm-up
+ * and before the memory probes; a refusal is reported once and timing goes on unpinned.
  */
 async function pinProcesses(worker: PythonWorker, threads: number | undefined, previous: Pinning | undefined): Promise<Pinning> {
   if (previous && !previous.pinned) return previous;

@@ -226,11 +226,12 @@ ALLOWED_CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity
 
 def cmd_pin(req):
     """Every thread of each process in req['pids'] and of this worker on the same req['cpus'] CPUs, the lowest
-    this worker may use (all of them without 'cpus'): a workload with t threads runs both sides on the same t CPUs. On a VM one vCPU can run
-    these kernels ~1.5x slower than another for seconds at a time; left to the scheduler, the two processes landed
-    on either for many rounds and single medians moved by 30-60 % (see docs/performance.md). Whole processes, not
-    main threads alone: threads started later (the fused kernel starts its workers per call, OpenMP its pool once)
-    inherit the mask of the thread that starts them, so a main thread alone on one CPU would pull them onto it."""
+    this worker may use (all of them without 'cpus'): a workload with t threads runs both sides on the same t
+    CPUs. On a VM one vCPU can run these kernels ~1.5x slower than another for seconds at a time; left to the
+    scheduler, the two processes landed on either for many rounds and single medians moved by 30-60 % (see
+    docs/performance.md). Whole processes, not main threads alone: threads started later (the fused kernel starts
+    its workers per call, OpenMP its pool once) inherit the mask of the thread that starts them, so a main thread
+    alone on one CPU would pull them onto it."""
     if not hasattr(os, 'sched_setaffinity'):
         return {'pinned': False, 'reason': 'no sched_setaffinity on this platform'}
     cpus = ALLOWED_CPUS[:max(1, int(req['cpus']))] if req.get('cpus') else ALLOWED_CPUS

@@ -201,7 +201,18 @@ BootstrappedResult SampleScope(const at::Tensor& input, const Pool& pool, const 
   const at::Tensor selected = at::where(kept, gathered, at::zeros_like(gathered));
 
   switch (options.reduction) {
-    case Reduction::kSelected: result.loss = gathered.masked_select(kept); break;
+    case Reduction::kSelected: {
+      // Each row's first keep[i] entries, row after row. The positions are known here, so the result's size does
+      // not depend on device data (masked_select would wait for a CUDA device to count the mask).
+      std::vector<int64_t> positions;
+      positions.reserve(static_cast<size_t>(result.k));
+      for (int64_t i = 0; i < samples; ++i) {
+        for (int64_t j = 0; j < keep[i]; ++j) positions.push_back(i * max_keep + j);
+      }
+      const at::Tensor where = at::tensor(positions, at::kLong).to(losses.device(), /*non_blocking=*/true);
+      result.loss = gathered.reshape(-1).index_select(0, where);
+      break;
+    }
     case Reduction::kSum: result.loss = selected.sum(); break;
     case Reduction::kNone: result.loss = at::zeros_like(rows).scatter(1, index, selected).view(losses.sizes()); break;
     case Reduction::kMean: {

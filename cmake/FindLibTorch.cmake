@@ -10,10 +10,15 @@ if(DEFINED ENV{LIBTORCH} AND NOT "$ENV{LIBTORCH}" STREQUAL "")
   if(EXISTS "$ENV{LIBTORCH}/share/cmake/Torch/TorchConfig.cmake")
     set(Torch_DIR "$ENV{LIBTORCH}/share/cmake/Torch" CACHE PATH "LibTorch CMake folder" FORCE)
     set(BCE_TORCH_SOURCE "LIBTORCH")
+  elseif(EXISTS "$ENV{LIBTORCH}/__init__.py")
+    message(FATAL_ERROR "BCE_LIBTORCH_NOT_FOUND: LIBTORCH is set to '$ENV{LIBTORCH}', a Python `torch` package "
+                        "without LibTorch's CMake files (share/cmake/Torch/TorchConfig.cmake); Debian's python3-torch "
+                        "is one: its LibTorch is the libtorch-dev package, found with LIBTORCH unset. Otherwise use "
+                        "a PyTorch from PyPI (`BCE_TORCH=pypi bash scripts/setup`) or an unpacked LibTorch.")
   else()
-    message(FATAL_ERROR "BCE_LIBTORCH_NOT_FOUND: LIBTORCH is set to '$ENV{LIBTORCH}', which holds no "
-                        "share/cmake/Torch/TorchConfig.cmake. Point it at an unpacked LibTorch or at the "
-                        "`torch` folder of a PyTorch install.")
+    message(FATAL_ERROR "BCE_LIBTORCH_NOT_FOUND: LIBTORCH is set to '$ENV{LIBTORCH}', which is not a LibTorch: it "
+                        "holds no share/cmake/Torch/TorchConfig.cmake. Point LIBTORCH at an unpacked LibTorch (the "
+                        "folder holding include/, lib/ and share/) or at the `torch` folder of a PyTorch from PyPI.")
   endif()
 elseif(Torch_DIR AND EXISTS "${Torch_DIR}/TorchConfig.cmake")
   set(BCE_TORCH_SOURCE "Torch_DIR")
@@ -28,7 +33,17 @@ else()
   endif()
   execute_process(COMMAND "${BCE_PYTHON}" -c "import torch.utils; print(torch.utils.cmake_prefix_path)"
                   OUTPUT_VARIABLE BCE_PY_PREFIX OUTPUT_STRIP_TRAILING_WHITESPACE
-                  ERROR_QUIET RESULT_VARIABLE BCE_PY_RESULT)
+                  ERROR_VARIABLE BCE_PY_ERROR RESULT_VARIABLE BCE_PY_RESULT)
+  if(NOT BCE_PY_RESULT EQUAL 0 AND DEFINED ENV{PYTHON} AND NOT "$ENV{PYTHON}" STREQUAL "")
+    # An explicit choice that fails is an error, not a silent fall-back to another LibTorch.
+    string(STRIP "${BCE_PY_ERROR}" BCE_PY_ERROR)
+    string(REGEX REPLACE "^.*\n" "" BCE_PY_LAST_LINE "${BCE_PY_ERROR}")
+    if(BCE_PY_LAST_LINE STREQUAL "")
+      set(BCE_PY_LAST_LINE "${BCE_PY_RESULT}")
+    endif()
+    message(FATAL_ERROR "BCE_LIBTORCH_NOT_FOUND: PYTHON is set to '${BCE_PYTHON}', which cannot import torch "
+                        "(${BCE_PY_LAST_LINE}). Install torch for that Python, or unset PYTHON.")
+  endif()
   if(BCE_PY_RESULT EQUAL 0 AND EXISTS "${BCE_PY_PREFIX}/Torch/TorchConfig.cmake")
     set(Torch_DIR "${BCE_PY_PREFIX}/Torch" CACHE PATH "LibTorch CMake folder" FORCE)
     set(BCE_TORCH_SOURCE "python (${BCE_PYTHON})")
@@ -37,42 +52,27 @@ else()
   endif()
 endif()
 
-# A CUDA LibTorch (e.g. pip's torch with CUDA) makes TorchConfig.cmake look for the CUDA toolkit's CMake pieces
-# (FindCUDA / FindCUDAToolkit) and, unless told otherwise, for cuDNN. The addon compiles no CUDA code and calls
-# no cuDNN: point CMake at the toolkit ($CUDA_HOME, $CUDA_PATH or /usr/local/cuda) and skip the cuDNN search.
+# The chosen LibTorch's own prefix first on CMake's search path: TorchConfig.cmake looks for its Caffe2 config
+# and for some libraries (c10) with PATHS, which CMake searches after the system prefixes, so a PyTorch from
+# PyPI on a machine that also has Debian's libtorch-dev would otherwise mix Debian's 1.13 files into the build.
+if(Torch_DIR)
+  get_filename_component(BCE_TORCH_PREFIX "${Torch_DIR}/../../.." ABSOLUTE)
+  list(PREPEND CMAKE_PREFIX_PATH "${BCE_TORCH_PREFIX}")
+endif()
+
+# A CUDA LibTorch (PyPI's default torch wheel) makes Caffe2's public/cuda.cmake look for a CUDA toolkit, nvcc
+# included, and fail without one. The addon compiles no CUDA code and calls no CUDA runtime function: the CUDA
+# libraries are loaded by libtorch_cuda itself (its RUNPATH finds the nvidia-* wheels). cuda.cmake returns at
+# once when the target torch::cudart exists (its include guard), so an empty torch::cudart declared here lets
+# TorchConfig.cmake import everything else as usual, with or without a toolkit on the machine.
 set(BCE_TORCH_CANDIDATE_LIB "")
 if(Torch_DIR)
   get_filename_component(BCE_TORCH_CANDIDATE_LIB "${Torch_DIR}/../../../lib" ABSOLUTE)
 endif()
 file(GLOB BCE_TORCH_CUDA_FILES "${BCE_TORCH_CANDIDATE_LIB}/*torch_cuda*")
-if(BCE_TORCH_CANDIDATE_LIB AND BCE_TORCH_CUDA_FILES)
-  if(NOT DEFINED CAFFE2_USE_CUDNN)
-    set(CAFFE2_USE_CUDNN OFF CACHE BOOL "cuDNN for Caffe2 targets (the addon does not call it)")
-  endif()
-  if(NOT DEFINED USE_CUDNN)
-    set(USE_CUDNN OFF CACHE BOOL "cuDNN (the addon does not call it)")
-  endif()
-  if(NOT CUDA_TOOLKIT_ROOT_DIR)
-    foreach(BCE_CUDA_ROOT "$ENV{CUDA_HOME}" "$ENV{CUDA_PATH}" "/usr/local/cuda")
-      if(BCE_CUDA_ROOT AND EXISTS "${BCE_CUDA_ROOT}/include/cuda_runtime_api.h")
-        set(CUDA_TOOLKIT_ROOT_DIR "${BCE_CUDA_ROOT}" CACHE PATH "CUDA toolkit" FORCE)
-        break()
-      endif()
-    endforeach()
-  endif()
-  if(CUDA_TOOLKIT_ROOT_DIR)
-    if(NOT CUDAToolkit_ROOT)
-      set(CUDAToolkit_ROOT "${CUDA_TOOLKIT_ROOT_DIR}")
-    endif()
-    if(NOT CMAKE_CUDA_COMPILER AND EXISTS "${CUDA_TOOLKIT_ROOT_DIR}/bin/nvcc")
-      set(CMAKE_CUDA_COMPILER "${CUDA_TOOLKIT_ROOT_DIR}/bin/nvcc" CACHE FILEPATH "nvcc" FORCE)
-    endif()
-    message(STATUS "bootstrapped-ce: CUDA LibTorch; CUDA toolkit at ${CUDA_TOOLKIT_ROOT_DIR}")
-  else()
-    message(WARNING "bootstrapped-ce: ${BCE_TORCH_CANDIDATE_LIB} is a CUDA LibTorch, and no CUDA toolkit was found "
-                    "(CUDA_HOME, CUDA_PATH, /usr/local/cuda): TorchConfig.cmake needs the toolkit's headers and "
-                    "CMake pieces. Set CUDA_HOME to the toolkit, or -DCUDA_TOOLKIT_ROOT_DIR=...")
-  endif()
+if(BCE_TORCH_CANDIDATE_LIB AND BCE_TORCH_CUDA_FILES AND NOT TARGET torch::cudart)
+  add_library(torch::cudart INTERFACE IMPORTED)
+  message(STATUS "bootstrapped-ce: CUDA LibTorch; no CUDA toolkit needed (the addon compiles no CUDA code)")
 endif()
 
 find_package(Torch QUIET)
@@ -109,6 +109,15 @@ if(TORCH_CUDA_LIBRARIES OR "${TORCH_LIBRARIES}" MATCHES "torch_cuda|c10_cuda")
   elseif(CUDAToolkit_VERSION)
     set(BCE_TORCH_CUDA_JSON "\"${CUDAToolkit_VERSION}\"")
   endif()
+endif()
+# libstdc++'s dual ABI: LibTorch's flags say which one when they set it (1.13, pip wheels before 2.7); otherwise
+# the compiler's default, the C++11 ABI (GCC >= 5). Not libstdc++ (MSVC, Apple's libc++): no dual ABI.
+if("${TORCH_CXX_FLAGS}" MATCHES "_GLIBCXX_USE_CXX11_ABI=0")
+  set(BCE_TORCH_CXX11_ABI_JSON "false")
+elseif(MSVC OR APPLE)
+  set(BCE_TORCH_CXX11_ABI_JSON "null")
+else()
+  set(BCE_TORCH_CXX11_ABI_JSON "true")
 endif()
 if(BCE_TORCH_CUDA)
   set(BCE_FLAVOUR "CUDA")

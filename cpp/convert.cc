@@ -2,6 +2,8 @@
 
 #include "errors.h"
 
+#include <torch/cuda.h>
+
 #include <cmath>
 #include <utility>
 
@@ -44,11 +46,26 @@ bool IsDtypeName(const std::string& name) {
   return false;
 }
 
+namespace {
+
+// A CUDA device on a machine without one is refused here in our words: LibTorch's own message differs between
+// a CPU build ("Could not run 'aten::empty...' with arguments from the 'CUDA' backend") and a CUDA build without
+// a driver ("Found no NVIDIA driver"), and between versions.
+c10::Device CheckedCudaDevice(Napi::Env env, const std::string& name, c10::DeviceIndex index) {
+  if (!torch::cuda::is_available()) {
+    throw Napi::Error::New(env, "device '" + name + "' requested, but CUDA is not available: this LibTorch build " +
+                                    "has no CUDA support or no GPU is visible");
+  }
+  return c10::Device(c10::DeviceType::CUDA, index);
+}
+
+}  // namespace
+
 c10::Device ParseDevice(Napi::Env env, const Napi::Value& value, const char* what) {
   if (value.IsString()) {
     const std::string name = value.As<Napi::String>().Utf8Value();
     if (name == "cpu") return c10::Device(c10::DeviceType::CPU);
-    if (name == "cuda") return c10::Device(c10::DeviceType::CUDA);
+    if (name == "cuda") return CheckedCudaDevice(env, name, -1);
     if (name.rfind("cuda:", 0) == 0 && name.size() > 5 && name.size() < 9) {
       int index = 0;
       for (size_t i = 5; i < name.size(); ++i) {
@@ -56,7 +73,7 @@ c10::Device ParseDevice(Napi::Env env, const Napi::Value& value, const char* wha
         index = index * 10 + (name[i] - '0');
       }
       if (index > 127) ThrowRange(env, std::string(what) + ": CUDA device index out of range");
-      return c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(index));
+      return CheckedCudaDevice(env, name, static_cast<c10::DeviceIndex>(index));
     }
   }
   ThrowType(env, std::string(what) + " must be 'cpu', 'cuda' or 'cuda:N'");

@@ -54,11 +54,33 @@ std::string LoadedFrom() {
   return "";
 }
 
+// libstdc++'s dual ABI: the addon and LibTorch must agree (pip wheels use the new ABI from PyTorch 2.7 on, older
+// wheels the old one, Debian the new one); LibTorch's CMake config sets the macro when it differs from the default.
+bool Cxx11Abi() {
+#if defined(_GLIBCXX_USE_CXX11_ABI)
+  return _GLIBCXX_USE_CXX11_ABI != 0;
+#else
+  return false;  // not libstdc++ (libc++, MSVC): no dual ABI
+#endif
+}
+
+// The C++ standard the addon was compiled as: the one LibTorch's headers ask for (C++17 for 1.13, C++20 for
+// recent 2.x).
+std::string CxxStandard() {
+  const long version = __cplusplus;
+  if (version > 202002L) return "C++23";
+  if (version >= 202002L) return "C++20";
+  if (version >= 201703L) return "C++17";
+  return "C++14";
+}
+
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object result = Napi::Object::New(env);
   result.Set("libtorchVersion", TORCH_VERSION);
   result.Set("cudaBuild", Napi::Boolean::New(env, BCE_TORCH_CUDA != 0));
+  result.Set("cxx11Abi", Napi::Boolean::New(env, Cxx11Abi()));
+  result.Set("cxxStandard", CxxStandard());
   result.Set("builtAgainst", BCE_TORCH_DIR);
   result.Set("loadedFrom", LoadedFrom());
   result.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));

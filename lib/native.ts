@@ -68,6 +68,8 @@ export interface NativeAddon {
   info(): {
     libtorchVersion: string;
     cudaBuild: boolean;
+    cxx11Abi: boolean;
+    cxxStandard: string;
     builtAgainst: string;
     loadedFrom: string;
     napiVersion: number;
@@ -127,6 +129,13 @@ interface LibTorchRecord {
   needed?: string[];
   binary?: string;
   napiVersion?: number;
+  /** Whether it uses libstdc++'s C++11 ABI; null where there is no dual ABI (MSVC, libc++). */
+  cxx11Abi?: boolean | null;
+}
+
+/** libtorch.json of a prebuild folder: one record per flavour (older packages: one record). */
+interface PrebuildIndex extends LibTorchRecord {
+  prebuilds?: LibTorchRecord[];
 }
 
 interface Attempt {
@@ -145,9 +154,9 @@ function majorMinor(version: string | undefined): string | undefined {
   return m ? `${m[1]}.${m[2]}` : undefined;
 }
 
-function readJson(file: string): LibTorchRecord | undefined {
+function readJson(file: string): PrebuildIndex | undefined {
   try {
-    return JSON.parse(fs.readFileSync(file, 'utf8')) as LibTorchRecord;
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as PrebuildIndex;
   } catch {
     return undefined;
   }
@@ -243,6 +252,19 @@ function installedVersion(libDir: string, library: string): string | undefined {
   }
 }
 
+/**
+ * Whether a LibTorch library uses libstdc++'s C++11 ABI: its exported names then carry the `cxx11` ABI tag
+ * (`B5cxx11`, `St7__cxx11`); a library built with `_GLIBCXX_USE_CXX11_ABI=0` has none. Undefined when unreadable.
+ */
+function usesCxx11Abi(file: string): boolean | undefined {
+  try {
+    const bytes = fs.readFileSync(file);
+    return bytes.includes('B5cxx11') || bytes.includes('St7__cxx11');
+  } catch {
+    return undefined;
+  }
+}
+
 function hasCudaLibrary(libDir: string): boolean {
   try {
     return fs.readdirSync(libDir).some((name) => /^(lib)?torch_cuda[._]/.test(name));
@@ -286,6 +308,14 @@ function refusePrebuild(record: LibTorchRecord, binaryDir: string): string | und
     if (found && want && majorMinor(found) !== want) {
       return `it is built for ${builtFor}, but the LibTorch in ${torchDir} is ${found}`;
     }
+    if (process.platform === 'linux' && typeof record.cxx11Abi === 'boolean') {
+      const c10 = needed.find((l) => /^libc10\./.test(l));
+      const abiHere = c10 ? usesCxx11Abi(path.join(torchDir, c10)) : undefined;
+      if (abiHere !== undefined && abiHere !== record.cxx11Abi) {
+        const name = (abi: boolean) => (abi ? 'the C++11 ABI' : 'the pre-C++11 ABI');
+        return `it is built for ${builtFor} with ${name(record.cxx11Abi)}, but the LibTorch in ${torchDir} uses ${name(abiHere)}`;
+      }
+    }
     const cudaHere = hasCudaLibrary(torchDir);
     if (record.cuda && !cudaHere) {
       return `it is built for ${builtFor}, but the LibTorch in ${torchDir} has no CUDA (no libtorch_cuda)`;
@@ -309,9 +339,22 @@ function prebuildCandidates(): { file: string; record: LibTorchRecord | undefine
   } catch {
     return [];
   }
-  const record = readJson(path.join(folder, RECORD_NAME));
-  if (record?.binary && names.includes(record.binary)) names = [record.binary, ...names.filter((n) => n !== record.binary)];
-  return names.map((name) => ({ file: path.join(folder, name), record: !record?.binary || record.binary === name ? record : undefined }));
+  const index = readJson(path.join(folder, RECORD_NAME));
+  const records = index?.prebuilds ?? (index ? [index] : []);
+  const recordOf = (name: string) => records.find((r) => r.binary === name) ?? (records.length === 1 && !records[0].binary ? records[0] : undefined);
+  const listed = records.map((r) => r.binary).filter((n): n is string => !!n && names.includes(n));
+  const candidates = [...listed, ...names.filter((n) => !listed.includes(n))].map((name) => ({
+    file: path.join(folder, name),
+    record: recordOf(name),
+  }));
+  // A flavour whose LibTorch is on LD_LIBRARY_PATH goes first: that is how a user says which LibTorch to use
+  // when several are installed (say Debian's and a PyPI torch's).
+  const onLibraryPath = (record: LibTorchRecord | undefined) => {
+    const fromEnv = (process.env.LD_LIBRARY_PATH ?? '').split(path.delimiter).filter(Boolean);
+    const cpuLib = (record?.needed ?? []).find((l) => /torch_cpu/.test(l));
+    return !!cpuLib && fromEnv.some((dir) => fs.existsSync(path.join(dir, cpuLib)) && installedVersion(dir, cpuLib)?.startsWith(`${majorMinor(record?.version)}.`));
+  };
+  return [...candidates.filter((c) => onLibraryPath(c.record)), ...candidates.filter((c) => !onLibraryPath(c.record))];
 }
 
 function message(error: unknown): string {

@@ -32,6 +32,13 @@ export interface BuildInfo {
   libtorchVersion: string;
   /** Whether that LibTorch has CUDA support. */
   cudaBuild: boolean;
+  /**
+   * Whether the addon uses libstdc++'s C++11 ABI (`_GLIBCXX_USE_CXX11_ABI=1`), as the LibTorch it was built against
+   * must: Debian's LibTorch and PyPI's torch from 2.7 on use it, older PyPI wheels do not.
+   */
+  cxx11Abi: boolean;
+  /** The C++ standard the addon was compiled as, the one LibTorch's headers ask for: 'C++17' (1.13) or 'C++20' (2.x). */
+  cxxStandard: string;
   /** The LibTorch CMake folder used at build time. */
   builtAgainst: string;
   /** The LibTorch CPU library the dynamic loader actually loaded. */

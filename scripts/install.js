@@ -52,10 +52,14 @@ function buildFromSource({ outDir = path.join(root, 'build', 'cmake-js'), releas
       'Elsewhere: install CMake >= 3.19 and a C++17 compiler.',
     ]);
   }
-  // An explicit LibTorch choice always configures afresh, so that a cached choice from an earlier build
-  // cannot win over it.
+  // An explicit LibTorch choice always configures afresh, and so does any change of the choice since the last
+  // build in outDir (say LIBTORCH set then, unset now): CMake's cache would otherwise keep the earlier LibTorch.
   const explicit = process.env.LIBTORCH || process.env.Torch_DIR;
-  const args = [cmakeJsBin(), explicit ? 'rebuild' : 'compile', '--out', outDir, '--directory', root];
+  const choice = JSON.stringify({ LIBTORCH: process.env.LIBTORCH ?? '', Torch_DIR: process.env.Torch_DIR ?? '', PYTHON: process.env.PYTHON ?? '' });
+  const choiceFile = path.join(outDir, 'bce-libtorch-choice.json');
+  const previous = fs.existsSync(choiceFile) ? fs.readFileSync(choiceFile, 'utf8') : '';
+  const fresh = explicit || previous !== choice;
+  const args = [cmakeJsBin(), fresh ? 'rebuild' : 'compile', '--out', outDir, '--directory', root];
   const jobs = process.env.BCE_BUILD_JOBS;
   if (jobs) args.push('--parallel', jobs);
   const result = spawnSync(process.execPath, args, { cwd: root, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
@@ -68,6 +72,7 @@ function buildFromSource({ outDir = path.join(root, 'build', 'cmake-js'), releas
   }
   const used = output.match(/bootstrapped-ce: LibTorch [^\n]*/);
   if (used) process.stdout.write(`${used[0]}\n`);
+  fs.writeFileSync(choiceFile, choice);
   fs.mkdirSync(releaseDir, { recursive: true });
   for (const file of OUTPUTS) {
     fs.copyFileSync(path.join(outDir, 'Release', file), path.join(releaseDir, file));

@@ -173,7 +173,7 @@ const rows: Row[] = [
   { call: 'tidy(async () => x)', what: 'tidy of an async function', name: 'TypeError', message: 'tidy(fn) needs a synchronous fn: it returned a Promise', run: () => tidy(async () => 1) },
   // ---- the raw addon, bypassing the facade's checks ----
   { call: 'native.zeros([-1], "float32", "cpu")', what: 'negative size past the facade', name: 'RangeError', message: 'shape must hold non-negative sizes', run: () => native.zeros([-1], 'float32', 'cpu') },
-  { call: 'native.zeros([2], "float32", "cuda")', what: 'CUDA past the facade', name: 'Error', message: 'CUDA', run: () => native.zeros([2], 'float32', 'cuda') },
+  { call: 'native.zeros([2], "float32", "cuda")', what: 'CUDA past the facade', name: 'Error', message: "device 'cuda' requested, but CUDA is not available", run: () => native.zeros([2], 'float32', 'cuda') },
   { call: 'native.setCpuBlockCacheLimit(-1)', what: 'negative cache limit past the facade', name: 'RangeError', message: 'bytes must be a whole number >= 0', run: () => native.setCpuBlockCacheLimit(-1) },
   { call: 'native.bootstrappedCrossEntropy({}, y, ...)', what: 'a plain object as a handle', name: 'TypeError', message: 'input must be a Tensor', run: () => (native.bootstrappedCrossEntropy as (...args: unknown[]) => unknown)({}, y.handle) },
   { call: 'native.bootstrappedCrossEntropy(x, y) (options missing)', what: 'a raw native call without its options', name: 'TypeError', message: 'p must be a number', run: () => (native.bootstrappedCrossEntropy as (...args: unknown[]) => unknown)(x.handle, y.handle) },

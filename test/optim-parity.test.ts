@@ -1,25 +1,16 @@
 /**
  * The optimizers against PyTorch's torch.optim: from the same parameters and the same gradients, one step (and
- * then three) of SGD, Adam and AdamW give the same parameters. PyTorch runs in a child process ($PYTHON, else
- * /usr/bin/python3, else python3: the first that imports torch); where none does, the suite is skipped with the
+ * then three) of SGD, Adam and AdamW give the same parameters. PyTorch runs in a child process (the Python whose torch is the
+ * version of the addon's LibTorch: test/helpers/torch-python.ts); where none has it, the suite is skipped with the
  * reason printed.
  */
 import { spawnSync } from 'child_process';
 import * as bce from '../lib';
+import { findTorchPython } from './helpers/torch-python';
 
-function findPython(): { python?: string; why: string } {
-  const candidates = [process.env.PYTHON, '/usr/bin/python3', 'python3'].filter((c): c is string => !!c);
-  const failures: string[] = [];
-  for (const candidate of candidates) {
-    const r = spawnSync(candidate, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' });
-    if (r.status === 0) return { python: candidate, why: `PyTorch ${r.stdout.trim()} via ${candidate}` };
-    failures.push(`${candidate}: ${r.error ? r.error.message : (r.stderr || '').trim().split('\n').pop()}`);
-  }
-  return { why: `no Python imports torch (${failures.join('; ')})` };
-}
-
-const { python, why } = findPython();
-if (!python) console.warn(`optimizer parity tests skipped: ${why}`);
+const found = findTorchPython();
+const python = found.path ?? undefined;
+if (!python) console.warn(`optimizer parity tests skipped: ${found.reason}`);
 const describePy = python ? describe : describe.skip;
 
 const SHAPES = [[3, 4], [5]];
@@ -99,7 +90,7 @@ function runNode(c: Case): number[][][] {
   return trajectory;
 }
 
-describePy(`optimizers match torch.optim (${why})`, () => {
+describePy(`optimizers match torch.optim (PyTorch ${found.torchVersion} via ${python})`, () => {
   let reference: Record<string, number[][][]> = {};
 
   beforeAll(() => {

@@ -17,6 +17,16 @@ const skip = process.env.BCE_SKIP_PACK_TEST === '1' || process.platform === 'win
 if (skip) console.warn('pack test skipped: BCE_SKIP_PACK_TEST=1 or Windows');
 const describeIf = skip ? describe.skip : describe;
 
+/** One flavour's entry in prebuilds/<platform>-<arch>/libtorch.json (scripts/prebuild.js). */
+interface PrebuildRecord {
+  binary: string;
+  version: string;
+  cuda: boolean | string;
+  cxx11Abi: boolean | null;
+  libDir: string;
+  needed: string[];
+}
+
 /** The environment of a child npm: no npm_* variables of the npm running jest, no LibTorch or binary choice. */
 function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
@@ -119,17 +129,23 @@ describeIf('npm pack: the tarball installs and runs without a compiler', () => {
     const started = Date.now();
     // 1. The prebuild.
     run(process.execPath, [path.join(root, 'scripts', 'prebuild.js')], { cwd: root });
-    const record = JSON.parse(fs.readFileSync(path.join(platformDir, 'libtorch.json'), 'utf8'));
-    expect(fs.existsSync(path.join(platformDir, record.binary))).toBe(true);
-    expect(record.version).toMatch(/^\d+\.\d+/);
-    expect(record.needed.some((lib: string) => /torch_cpu/.test(lib))).toBe(true);
+    const records: PrebuildRecord[] = JSON.parse(fs.readFileSync(path.join(platformDir, 'libtorch.json'), 'utf8')).prebuilds;
+    expect(records.length).toBeGreaterThanOrEqual(1);
+    for (const record of records) {
+      expect(fs.existsSync(path.join(platformDir, record.binary))).toBe(true);
+      expect(record.version).toMatch(/^\d+\.\d+/);
+      expect(typeof record.cxx11Abi).toBe('boolean');
+      expect(record.needed.some((lib: string) => /torch_cpu/.test(lib))).toBe(true);
+    }
+    expect(new Set(records.map((r) => r.binary)).size).toBe(records.length);
 
     // 2. The tarball (npm pack runs "prepare": the TypeScript build).
     const packed = run('npm', ['pack', '--json', '--pack-destination', work], { cwd: root });
     const info = JSON.parse(packed.stdout.slice(packed.stdout.indexOf('[')))[0];
     const files: string[] = info.files.map((f: { path: string }) => f.path);
     const prebuildPath = `prebuilds/${process.platform}-${process.arch}`;
-    expect(files).toEqual(expect.arrayContaining([`${prebuildPath}/${record.binary}`, `${prebuildPath}/libtorch.json`, 'dist/native.js', 'scripts/install.js']));
+    const binaries = records.map((r) => `${prebuildPath}/${r.binary}`);
+    expect(files).toEqual(expect.arrayContaining([...binaries, `${prebuildPath}/libtorch.json`, 'dist/native.js', 'scripts/install.js']));
     const tarball = path.join(work, info.filename);
 
     // 3. A project installing it, with the build tools hidden.
@@ -151,21 +167,26 @@ describeIf('npm pack: the tarball installs and runs without a compiler', () => {
     const installed = path.join(project, 'node_modules', 'bootstrapped-ce');
     expect(fs.existsSync(path.join(installed, 'build'))).toBe(false);
 
-    // 4. The smoke test, against values computed here.
+    // 4. The smoke test on each flavour, against values computed here: a flavour whose LibTorch is on
+    //    LD_LIBRARY_PATH is the one loaded (the CUDA-build flavour runs its CPU paths on a machine without a GPU).
     fs.writeFileSync(path.join(project, 'smoke.js'), SMOKE);
-    const smoke = JSON.parse(run('node', ['smoke.js'], { cwd: project, env }).stdout);
     const want = expected(LOGITS, TARGET, 2);
-    expect(smoke.binary).toBe(path.join(fs.realpathSync(installed), prebuildPath, record.binary));
-    expect(smoke.version).toBe(record.version);
-    expect(smoke.loss).toBeCloseTo(want.loss, 5);
-    want.grad.flat().forEach((g, i) => expect(smoke.grad[i]).toBeCloseTo(g, 5));
+    for (const record of records) {
+      const flavourEnv = { ...env, LD_LIBRARY_PATH: record.libDir };
+      const smoke = JSON.parse(run('node', ['smoke.js'], { cwd: project, env: flavourEnv }).stdout);
+      expect(smoke.binary).toBe(path.join(fs.realpathSync(installed), prebuildPath, record.binary));
+      expect(smoke.version).toBe(record.version);
+      expect(smoke.loss).toBeCloseTo(want.loss, 5);
+      want.grad.flat().forEach((g, i) => expect(smoke.grad[i]).toBeCloseTo(g, 5));
 
-    // The ES-module entry resolves to the same build.
-    const esm = run('node', ['--input-type=module', '-e', "import { info } from 'bootstrapped-ce'; process.stdout.write(info().binary);"], {
-      cwd: project,
-      env,
-    });
-    expect(esm.stdout).toBe(smoke.binary);
+      // The ES-module entry resolves to the same build.
+      const esm = run('node', ['--input-type=module', '-e', "import { info } from 'bootstrapped-ce'; process.stdout.write(info().binary);"], {
+        cwd: project,
+        env: flavourEnv,
+      });
+      expect(esm.stdout).toBe(smoke.binary);
+      console.log(`pack test: LibTorch ${record.version} ${record.cuda ? 'CUDA' : 'CPU'} prebuild loaded and computed the loss`);
+    }
     console.log(`pack test: ${((Date.now() - started) / 1000).toFixed(0)} s (tarball ${(info.size / 1024).toFixed(0)} KiB)`);
   }, 10 * 60 * 1000);
 });

@@ -1,7 +1,8 @@
 /**
  * Live parity with PyTorch: the seeded grid (scripts/parity/grid.ts) through the addon and through
  * scripts/parity/reference.py (one Python process for the whole grid), loss and input gradient compared per case.
- * Skipped, with the reason printed, where no Python imports torch; test/parity-golden.test.ts still runs there.
+ * The Python is the one whose torch is the addon's LibTorch version (test/helpers/torch-python.ts).
+ * Skipped, with the reason printed, where no Python has it; test/parity-golden.test.ts still runs there.
  */
 import { CLASS_COUNTS, PHASES, REDUCTIONS, WARMUP_KINDS, buildGrid, caseName } from '../scripts/parity/grid';
 import {
@@ -17,6 +18,8 @@ import {
   skipReason,
   summarize,
 } from '../scripts/parity/harness';
+import * as bce from '../lib';
+import { releaseOf } from './helpers/torch-python';
 
 const DEVICE = 'cpu';
 const grid = buildGrid({ seed: DEFAULT_SEED, cases: DEFAULT_CASES });
@@ -72,16 +75,23 @@ const liveTitle = python.path === null ? 'live parity with PyTorch (skipped: no 
 
 describeLive(liveTitle, () => {
   let expected = new Map<number, ExpectedResult>();
+  let referenceTorch = '';
   const reports: CaseReport[] = [];
 
   beforeAll(() => {
     const started = Date.now();
-    expected = runReference(python.path as string, runnable, DEVICE).results;
+    const run = runReference(python.path as string, runnable, DEVICE);
+    expected = run.results;
+    referenceTorch = run.torch;
     console.log(`parity: PyTorch ran ${runnable.length} cases in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   }, 600000);
 
   afterAll(() => {
     if (reports.length > 0) console.log(`parity: ${reports.length} cases on ${DEVICE}\n${formatSummary(summarize(reports))}`);
+  });
+
+  it('compares with the PyTorch of the LibTorch the addon was built against', () => {
+    expect(releaseOf(referenceTorch)).toBe(releaseOf(bce.info().libtorchVersion));
   });
 
   it.each(runnable.map((c) => [caseName(c.spec), c] as const))('%s', (_name, c) => {

@@ -1,3 +1,5 @@
+import * as fs from 'fs';
+import * as path from 'path';
 import * as bce from '../lib';
 
 describe('tensor round trips', () => {
@@ -133,6 +135,17 @@ describe('tensor round trips', () => {
     expect(info.libtorchVersion).toMatch(/^\d+\.\d+/);
     expect(typeof info.cudaBuild).toBe('boolean');
     expect(info.binary).toMatch(/bootstrapped_ce\.node$/);
+    // A CUDA build is one whose library folder holds libtorch_cuda.
+    const libDir = path.dirname(info.loadedFrom);
+    expect(info.cudaBuild).toBe(fs.readdirSync(libDir).some((name) => /^libtorch_cuda\./.test(name)));
+    // The standard LibTorch's headers ask for: C++20 from 2.x's newest releases on, C++17 for 1.13.
+    expect(info.cxxStandard).toBe(/^1\./.test(info.libtorchVersion) ? 'C++17' : 'C++20');
+    if (process.platform === 'linux') {
+      // The ABI of the LibTorch loaded: its exported C++ names carry the cxx11 ABI tag under the C++11 ABI.
+      const c10 = fs.readdirSync(libDir).find((name) => /^libc10\.so/.test(name)) as string;
+      const text = fs.readFileSync(path.join(libDir, c10)).toString('latin1');
+      expect(info.cxx11Abi).toBe(/B5cxx11|St7__cxx11/.test(text));
+    }
     expect(bce.cuda.deviceCount()).toBeGreaterThanOrEqual(0);
     expect(bce.cuda.isAvailable()).toBe(bce.cuda.deviceCount() > 0);
   });

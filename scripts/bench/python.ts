@@ -2,22 +2,17 @@
  * The long-lived PyTorch worker (torch_bench.py) seen from Node: JSON lines over stdin/stdout, one request at a
  * time, so the worker is idle while the addon is timed.
  */
-import { spawn, spawnSync, ChildProcess } from 'child_process';
+import { spawn, ChildProcess } from 'child_process';
 import * as path from 'path';
 import * as readline from 'readline';
+import { findTorchPython } from '../../test/helpers/torch-python';
 
 export const TORCH_BENCH = path.join(__dirname, 'torch_bench.py');
 
-/** $PYTHON, /usr/bin/python3 or python3: the first that imports torch. */
+/** The Python whose torch is the version of the addon's LibTorch, so both sides run the same library. */
 export function findPython(): { python?: string; tried: string[] } {
-  const candidates = [process.env.PYTHON, '/usr/bin/python3', 'python3'].filter((c): c is string => !!c);
-  const tried: string[] = [];
-  for (const candidate of candidates) {
-    const r = spawnSync(candidate, ['-c', 'import torch'], { encoding: 'utf8', timeout: 120_000 });
-    if (r.status === 0) return { python: candidate, tried };
-    tried.push(`${candidate}: ${r.error ? r.error.message : (r.stderr || '').trim().split('\n').pop()}`);
-  }
-  return { tried };
+  const found = findTorchPython();
+  return found.path ? { python: found.path, tried: [] } : { tried: [found.reason] };
 }
 
 export type Reply = { ok: true; [key: string]: unknown } | { ok: false; error: string };

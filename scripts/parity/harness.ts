@@ -16,6 +16,7 @@ import {
   tidy,
 } from '../../lib';
 import type { BootstrappedResult, DType, Reduction, Warmup } from '../../lib';
+import { findTorchPython } from '../../test/helpers/torch-python';
 import { CaseData, CaseSpec, ParityCase, TensorData, WarmupSpec, caseName, customWarmup } from './grid';
 
 export const REFERENCE_SCRIPT = path.join(__dirname, 'reference.py');
@@ -41,18 +42,10 @@ export interface PythonChoice {
   reason: string;
 }
 
-/** `PYTHON` if set (and nothing else: an explicit choice must not silently fall back), else /usr/bin/python3,
- * then python3 on PATH: the first that imports torch. */
+/** The Python whose torch is the version of the addon's LibTorch (test/helpers/torch-python.ts). */
 export function findPython(explicit = process.env.PYTHON): PythonChoice {
-  const candidates = explicit ? [explicit] : ['/usr/bin/python3', 'python3'];
-  const failures: string[] = [];
-  for (const candidate of candidates) {
-    const probe = spawnSync(candidate, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8', timeout: 60000 });
-    if (probe.status === 0) return { path: candidate, torchVersion: probe.stdout.trim(), reason: '' };
-    const why = probe.error ? probe.error.message : (probe.stderr || '').trim().split('\n').pop();
-    failures.push(`${candidate}: ${why}`);
-  }
-  return { path: null, reason: `no Python that imports torch (${failures.join('; ')}); set PYTHON to one` };
+  const found = findTorchPython(explicit);
+  return { path: found.path, torchVersion: found.torchVersion, reason: found.reason };
 }
 
 /** What reference.py returns for one case. */

@@ -82,7 +82,7 @@ class ModuleHandle : public Napi::ObjectWrap<ModuleHandle> {
     c10::Device device(c10::kCPU);
     if (has_device) device = ParseDevice(env, info[1], "device");
     auto module = Guard(env, [&] {
-      return std::make_unique<torch::jit::script::Module>(torch::jit::load(path, device));
+      return std::make_unique<torch::jit::Module>(torch::jit::load(path, device));
     });
     if (!info.This().IsFunction()) ThrowType(env, "load must be called on the ModuleHandle class");
     Napi::Object object = info.This().As<Napi::Function>().New({});
@@ -93,7 +93,7 @@ class ModuleHandle : public Napi::ObjectWrap<ModuleHandle> {
     return object;
   }
 
-  torch::jit::script::Module& Live(Napi::Env env) {
+  torch::jit::Module& Live(Napi::Env env) {
     if (!module_) throw Napi::Error::New(env, "the module was disposed and can no longer be used");
     return *module_;
   }
@@ -190,7 +190,7 @@ class ModuleHandle : public Napi::ObjectWrap<ModuleHandle> {
     return Napi::Boolean::New(info.Env(), !module_);
   }
 
-  std::unique_ptr<torch::jit::script::Module> module_;
+  std::unique_ptr<torch::jit::Module> module_;
 };
 
 // noGrad(fn): calls fn with autograd recording off and returns its result. The guard is a C++ object, so the

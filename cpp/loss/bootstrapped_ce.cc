@@ -7,6 +7,7 @@
 #include <torch/nn/functional/loss.h>
 
 #include <initializer_list>
+#include <optional>
 #include <string>
 
 namespace bce {
@@ -27,7 +28,7 @@ class NoAutogradUnlessNeeded {
   }
 
  private:
-  c10::optional<at::AutoDispatchBelowADInplaceOrView> below_autograd_;
+  std::optional<at::AutoDispatchBelowADInplaceOrView> below_autograd_;
 };
 
 // Integer class indices as int64 (what LibTorch's nll_loss wants); uint8 and int32 label maps are accepted.

@@ -26,8 +26,10 @@
 
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/version.h>
 
 #include <cstdint>
+#include <optional>
 
 // Phase times on stderr, for tuning: build with -DBCE_PHASE_TIMING (docs/performance.md says how).
 #ifdef BCE_PHASE_TIMING
@@ -67,6 +69,14 @@ LossInputs LossInputsOf(const at::Tensor& input, const at::Tensor& target, const
           ignore_index};
 }
 
+// The optional tensor type autograd's custom Functions recognise as an argument: LibTorch 1.x knows only its own
+// c10::optional; 2.x made that a deprecated alias of std::optional, the name used there.
+#if TORCH_VERSION_MAJOR >= 2
+using OptionalTensor = std::optional<at::Tensor>;
+#else
+using OptionalTensor = c10::optional<at::Tensor>;
+#endif
+
 // The autograd node. The forward work (both passes) is done before apply(), because it decides k and may throw
 // for out-of-range labels; forward() only records what backward needs and returns the value.
 class FusedCrossEntropyFunction : public torch::autograd::Function<FusedCrossEntropyFunction> {
@@ -76,7 +86,7 @@ class FusedCrossEntropyFunction : public torch::autograd::Function<FusedCrossEnt
   // selection's; value: the loss; denominator: what the selected losses' sum was divided by; all_finite: pass 1
   // saw no NaN logit and no non-finite maximum (autograd's version check keeps that true until backward).
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, const at::Tensor& target,
-                            const c10::optional<at::Tensor>& class_weight, const at::Tensor& losses,
+                            const OptionalTensor& class_weight, const at::Tensor& losses,
                             int64_t threshold_key, double value, double denominator, bool all_finite) {
     ctx->save_for_backward({input, target});
     if (class_weight.has_value()) ctx->saved_data["weight"] = *class_weight;
@@ -170,7 +180,7 @@ BootstrappedResult FusedBootstrappedCrossEntropy(const at::Tensor& input, const 
   if (options.reduction == Reduction::kMean) {
     denominator = weight.defined() ? selection.weight_sum : static_cast<double>(result.k);
   }
-  const c10::optional<at::Tensor> optional_weight = weight.defined() ? c10::optional<at::Tensor>(weight) : c10::nullopt;
+  const OptionalTensor optional_weight = weight.defined() ? OptionalTensor(weight) : OptionalTensor();
   result.loss = FusedCrossEntropyFunction::apply(input, target, optional_weight, losses,
                                                  static_cast<int64_t>(selection.key),
                                                  selection.loss_sum / denominator, denominator, pass.non_finite == 0);

@@ -6,7 +6,7 @@
 import * as fs from 'fs';
 import { native, NativeHandle } from './native';
 import { Tensor, checkCudaAvailable, checkTensor, noteDeviceMove } from './tensor';
-import { checkBoolean, checkDevice, checkOptions, describe } from './validate';
+import { checkBoolean, checkDevice, checkOptions, describe, optionNames } from './validate';
 
 /** Methods of the native ModuleHandle (cpp/jit_module.cc). */
 interface NativeModule {
@@ -142,7 +142,7 @@ export class Module {
 /** Loads a TorchScript module saved by PyTorch (`torch.jit.save`) or by `Module.save`. */
 export function load(path: string, options?: LoadOptions): Module {
   if (typeof path !== 'string' || path.length === 0) throw new TypeError(`path must be a non-empty string, got ${describe(path)}`);
-  const o = checkOptions<LoadOptions>(options, 'options');
+  const o = checkOptions<LoadOptions>(options, 'options', optionNames<LoadOptions>({ device: true }));
   const device = o.device === undefined ? 'cpu' : checkDevice(o.device, 'device');
   checkCudaAvailable(device);
   if (!fs.existsSync(path)) throw new Error(`path: no such file '${path}'`);

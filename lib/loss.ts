@@ -6,7 +6,7 @@ import { DType, INDEX_DTYPES, isFloating } from './dtype';
 import { native, NativeHandle, NativeLossResult, NativeReduction } from './native';
 import { Warmup, effectiveP } from './schedules';
 import { Tensor, checkTensor, isTensor } from './tensor';
-import { checkBoolean, checkInteger, checkNumber, checkOneOf, checkOptions, describe, sameShape } from './validate';
+import { checkBoolean, checkInteger, checkNumber, checkOneOf, checkOptions, describe, optionNames, sameShape } from './validate';
 
 /** How the selected losses are reduced: a name, or a function of the 1-D tensor of selected losses. */
 export type Reduction = 'mean' | 'sum' | 'none' | ((selected: Tensor) => Tensor);
@@ -25,6 +25,19 @@ export interface CrossEntropyOptions {
   /** 'mean' (default), 'sum' or 'none'. */
   reduction?: 'mean' | 'sum' | 'none';
 }
+
+const COMMON_OPTIONS = { warmup: true, reduction: true, perSample: true, checkFinite: true } as const;
+/** The option names of each loss: anything else is refused (validate.ts, checkOptions). */
+const CROSS_ENTROPY_OPTIONS = optionNames<CrossEntropyOptions>({ weight: true, ignoreIndex: true, labelSmoothing: true, reduction: true });
+export const BOOTSTRAPPED_CROSS_ENTROPY_OPTIONS = optionNames<BootstrappedCrossEntropyOptions>({
+  ...COMMON_OPTIONS,
+  weight: true,
+  ignoreIndex: true,
+  labelSmoothing: true,
+  impl: true,
+});
+// posWeight is known to both binary forms, so that the one without logits can say it applies to the other only.
+const BOOTSTRAPPED_BINARY_OPTIONS = optionNames<BootstrappedBinaryWithLogitsOptions>({ ...COMMON_OPTIONS, weight: true, posWeight: true });
 
 /** Options of the bootstrapped losses' common part. */
 export interface BootstrappedCommonOptions {
@@ -218,7 +231,7 @@ export function bootstrappedCrossEntropyWithStats(
   p: number,
   options?: BootstrappedCrossEntropyOptions,
 ): BootstrappedResult {
-  const o = checkOptions<BootstrappedCrossEntropyOptions>(options, 'options');
+  const o = checkOptions<BootstrappedCrossEntropyOptions>(options, 'options', BOOTSTRAPPED_CROSS_ENTROPY_OPTIONS);
   const args = checkCrossEntropyArgs(input, target, o);
   const { reduction, perSample, checkFinite } = commonOptions(o);
   const impl = o.impl === undefined ? 'auto' : checkOneOf(o.impl, 'impl', ['auto', 'fused', 'reference'] as const);
@@ -272,7 +285,7 @@ function binary(
   options: unknown,
   withLogits: boolean,
 ): BootstrappedResult {
-  const o = checkOptions<BootstrappedBinaryWithLogitsOptions>(options, 'options');
+  const o = checkOptions<BootstrappedBinaryWithLogitsOptions>(options, 'options', BOOTSTRAPPED_BINARY_OPTIONS);
   const x = checkTensor(input, 'input');
   const t = checkTensor(target, 'target');
   checkFloatingInput(x, 1);
@@ -353,7 +366,7 @@ export function bootstrappedBinaryCrossEntropyWithLogits(
 
 /** Plain cross-entropy, exactly PyTorch's `F.cross_entropy` with the same options. */
 export function crossEntropy(input: Tensor, target: Tensor, options?: CrossEntropyOptions): Tensor {
-  const o = checkOptions<CrossEntropyOptions>(options, 'options');
+  const o = checkOptions<CrossEntropyOptions>(options, 'options', CROSS_ENTROPY_OPTIONS);
   const args = checkCrossEntropyArgs(input, target, o);
   const reduction = o.reduction === undefined ? 'mean' : checkOneOf(o.reduction, 'reduction', REDUCTIONS);
   return new Tensor(

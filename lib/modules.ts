@@ -1,11 +1,12 @@
 /** The class APIs: a loss that counts its own iterations, and the STCN-style BootstrappedCE. */
 import {
+  BOOTSTRAPPED_CROSS_ENTROPY_OPTIONS,
   BootstrappedCrossEntropyOptions,
   bootstrappedCrossEntropyWithStats,
 } from './loss';
 import { schedules, WarmupSchedule } from './schedules';
 import { Tensor } from './tensor';
-import { checkFraction, checkInteger, checkNumber, checkOptions, describe } from './validate';
+import { checkFraction, checkInteger, checkNumber, checkOptions, describe, optionNames } from './validate';
 
 /** What `stateDict()` returns: plain JSON, enough to continue the schedule exactly after a restart. */
 export interface BootstrappedCrossEntropyState {
@@ -29,7 +30,7 @@ export class BootstrappedCrossEntropy {
 
   constructor(p: number, options?: BootstrappedCrossEntropyOptions) {
     this.p = checkFraction(p, 'p');
-    this.options = Object.freeze({ ...checkOptions<BootstrappedCrossEntropyOptions>(options, 'options') });
+    this.options = Object.freeze({ ...checkOptions<BootstrappedCrossEntropyOptions>(options, 'options', BOOTSTRAPPED_CROSS_ENTROPY_OPTIONS) });
   }
 
   /** The iteration the next forward() call uses (the number of calls so far). */
@@ -60,7 +61,7 @@ export class BootstrappedCrossEntropy {
   }
 
   loadStateDict(state: BootstrappedCrossEntropyState): void {
-    const s = checkOptions<BootstrappedCrossEntropyState>(state, 'state');
+    const s = checkOptions<BootstrappedCrossEntropyState>(state, 'state', STATE_NAMES);
     const iteration = checkInteger(s.iteration, 'state.iteration', 0);
     if (s.p !== undefined && s.p !== this.p) {
       throw new RangeError(`state.p (${describe(s.p)}) differs from this loss's p (${this.p})`);
@@ -72,6 +73,8 @@ export class BootstrappedCrossEntropy {
     this.lastKept = lastK;
   }
 }
+
+const STATE_NAMES = optionNames<BootstrappedCrossEntropyState>({ iteration: true, p: true, lastP: true, lastK: true });
 
 /** Options of the STCN-style `BootstrappedCE`. */
 export interface BootstrappedCEOptions extends Omit<BootstrappedCrossEntropyOptions, 'warmup'> {
@@ -88,6 +91,19 @@ export interface BootstrappedCEOptions extends Omit<BootstrappedCrossEntropyOpti
  * the p used. Plain mean cross-entropy before startWarm, p falling linearly to topP by endWarm. Unlike the
  * original, ignored pixels stay out of the pool, k is at least 1 and startWarm == endWarm is a step.
  */
+const BOOTSTRAPPED_CE_OPTIONS = optionNames<BootstrappedCEOptions>({
+  startWarm: true,
+  endWarm: true,
+  topP: true,
+  reduction: true,
+  perSample: true,
+  checkFinite: true,
+  weight: true,
+  ignoreIndex: true,
+  labelSmoothing: true,
+  impl: true,
+});
+
 export class BootstrappedCE {
   readonly startWarm: number;
   readonly endWarm: number;
@@ -96,7 +112,7 @@ export class BootstrappedCE {
   private readonly lossOptions: BootstrappedCrossEntropyOptions;
 
   constructor(options?: BootstrappedCEOptions) {
-    const { startWarm = 20000, endWarm = 70000, topP = 0.15, ...rest } = checkOptions<BootstrappedCEOptions>(options, 'options');
+    const { startWarm = 20000, endWarm = 70000, topP = 0.15, ...rest } = checkOptions<BootstrappedCEOptions>(options, 'options', BOOTSTRAPPED_CE_OPTIONS);
     this.startWarm = checkNumber(startWarm, 'startWarm');
     this.endWarm = checkNumber(endWarm, 'endWarm');
     this.topP = checkFraction(topP, 'topP');

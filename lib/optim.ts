@@ -8,7 +8,7 @@
 import { isFloating } from './dtype';
 import { native, NativeHandle } from './native';
 import { Tensor, checkTensor, isTensor } from './tensor';
-import { checkBoolean, checkInteger, checkNumber, checkOptions, describe, sameShape } from './validate';
+import { checkBoolean, checkInteger, checkNumber, checkOptions, describe, optionNames, sameShape } from './validate';
 
 /** Methods of the native OptimizerHandle (cpp/optimizer.cc). */
 interface NativeOptimizer {
@@ -83,6 +83,11 @@ export interface OptimizerStateDict {
   state: (ParamState | null)[];
 }
 
+const SGD_OPTIONS = optionNames<SGDOptions>({ lr: true, momentum: true, dampening: true, weightDecay: true, nesterov: true });
+const ADAM_OPTIONS = optionNames<AdamOptions>({ lr: true, betas: true, eps: true, weightDecay: true, amsgrad: true });
+const STATE_DICT_NAMES = optionNames<OptimizerStateDict>({ kind: true, options: true, state: true });
+const PARAM_STATE_NAMES = optionNames<ParamState>({ momentumBuffer: true, step: true, expAvg: true, expAvgSq: true, maxExpAvgSq: true });
+
 function checkParams(params: unknown): Tensor[] {
   if (params === null || typeof params !== 'object' || typeof (params as Iterable<unknown>)[Symbol.iterator] !== 'function') {
     throw new TypeError(`params must be an array of Tensors (e.g. module.parameters()), got ${describe(params)}`);
@@ -122,7 +127,7 @@ function checkBetas(value: unknown): [number, number] {
 }
 
 function checkSGDOptions(options: unknown, all: boolean): Partial<Required<SGDOptions>> {
-  const o = checkOptions<SGDOptions>(options, 'options');
+  const o = checkOptions<SGDOptions>(options, 'options', SGD_OPTIONS);
   const out: Partial<Required<SGDOptions>> = {};
   if (all || o.lr !== undefined) out.lr = checkPositive(o.lr, 'lr');
   if (all || o.momentum !== undefined) out.momentum = o.momentum === undefined ? 0 : checkNonNegative(o.momentum, 'momentum');
@@ -133,7 +138,7 @@ function checkSGDOptions(options: unknown, all: boolean): Partial<Required<SGDOp
 }
 
 function checkAdamOptions(options: unknown, all: boolean, defaultWeightDecay: number): Partial<Required<AdamOptions>> {
-  const o = checkOptions<AdamOptions>(options, 'options');
+  const o = checkOptions<AdamOptions>(options, 'options', ADAM_OPTIONS);
   const out: Partial<Required<AdamOptions>> = {};
   if (all || o.lr !== undefined) out.lr = o.lr === undefined ? 1e-3 : checkPositive(o.lr, 'lr');
   if (all || o.betas !== undefined) out.betas = o.betas === undefined ? [0.9, 0.999] : checkBetas(o.betas);
@@ -207,7 +212,7 @@ export abstract class Optimizer {
    * The tensors are copied.
    */
   loadStateDict(stateDict: OptimizerStateDict): void {
-    const sd = checkOptions<OptimizerStateDict>(stateDict, 'stateDict');
+    const sd = checkOptions<OptimizerStateDict>(stateDict, 'stateDict', STATE_DICT_NAMES);
     if (sd.kind !== this.kind) throw new TypeError(`stateDict.kind is ${describe(sd.kind)} but this optimizer is '${this.kind}'`);
     const options = this.kind === 'sgd' ? checkSGDOptions(sd.options, false) : checkAdamOptions(sd.options, false, 0);
     if (!Array.isArray(sd.state)) throw new TypeError(`stateDict.state must be an array, got ${describe(sd.state)}`);
@@ -216,7 +221,7 @@ export abstract class Optimizer {
     }
     const entries = sd.state.map((entry, i) => {
       if (entry === null || entry === undefined) return null;
-      const e = checkOptions<ParamState>(entry, `stateDict.state[${i}]`);
+      const e = checkOptions<ParamState>(entry, `stateDict.state[${i}]`, PARAM_STATE_NAMES);
       const out: Record<string, NativeHandle | number> = {};
       if (this.kind !== 'sgd') {
         out.step = checkInteger(e.step, `stateDict.state[${i}].step`, 0);

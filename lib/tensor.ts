@@ -7,7 +7,7 @@ import { types } from 'util';
 import { DTYPES, DType, TypedArray, dtypeOfTypedArray, isFloating } from './dtype';
 import { native, NativeHandle } from './native';
 import { track } from './scope';
-import { checkBoolean, checkDevice, checkInteger, checkOneOf, checkOptions, checkShape, describe } from './validate';
+import { checkBoolean, checkDevice, checkInteger, checkOneOf, checkOptions, checkShape, describe, optionNames } from './validate';
 
 const TENSOR_TAG = Symbol.for('bootstrapped-ce.Tensor');
 
@@ -261,8 +261,10 @@ interface Resolved {
   requiresGrad: boolean;
 }
 
+const TENSOR_OPTIONS = optionNames<TensorDataOptions>({ dtype: true, device: true, requiresGrad: true, shape: true });
+
 function resolveOptions(options: unknown, defaultDtype: DType): Resolved {
-  const o = checkOptions<TensorDataOptions>(options, 'options');
+  const o = checkOptions<TensorDataOptions>(options, 'options', TENSOR_OPTIONS);
   const dtype = o.dtype === undefined ? defaultDtype : checkOneOf(o.dtype, 'dtype', DTYPES);
   const device = o.device === undefined ? 'cpu' : checkDevice(o.device, 'device');
   const requiresGrad = o.requiresGrad === undefined ? false : checkBoolean(o.requiresGrad, 'requiresGrad');
@@ -306,7 +308,7 @@ function flatten(data: NestedArray): { values: (number | boolean)[]; shape: numb
  * (nested) arrays of numbers or booleans. The data is copied.
  */
 export function tensor(data: TypedArray | NestedArray, options?: TensorDataOptions): Tensor {
-  const shapeOption = checkOptions<TensorDataOptions>(options, 'options').shape;
+  const shapeOption = checkOptions<TensorDataOptions>(options, 'options', TENSOR_OPTIONS).shape;
   if (ArrayBuffer.isView(data)) {
     if (types.isSharedArrayBuffer(data.buffer)) {
       throw new TypeError('data must not live in a SharedArrayBuffer (another thread could change it while it is copied); copy it into a plain typed array first');

@@ -49,11 +49,57 @@ export function checkOneOf<T extends string>(value: unknown, name: string, allow
   return value as T;
 }
 
-/** An options bag: undefined becomes {}, anything but a plain object is refused. */
-export function checkOptions<T extends object>(value: unknown, name: string): Partial<T> {
+/**
+ * The names of an options interface, written once as an object literal so that the compiler checks the list is
+ * complete and holds nothing else: `optionNames<CrossEntropyOptions>({ weight: true, ... })`.
+ */
+export function optionNames<T extends object>(names: { [K in keyof Required<T>]: true }): readonly string[] {
+  return Object.freeze(Object.keys(names));
+}
+
+/** Edit distance of two short names (insertions, deletions, substitutions). */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    previous = current;
+  }
+  return previous[b.length];
+}
+
+/** The valid name a misspelt one most likely meant: the same letters in another case or separator style
+ * (`ignore_index` for `ignoreIndex`), else the nearest within a few edits. */
+export function nearestName(name: string, valid: readonly string[]): string | undefined {
+  const plain = (n: string) => n.replace(/[_-]/g, '').toLowerCase();
+  const same = valid.find((v) => plain(v) === plain(name));
+  if (same) return same;
+  let best: string | undefined;
+  let bestDistance = Math.max(2, Math.floor(name.length / 3)) + 1;
+  for (const v of valid) {
+    const d = editDistance(plain(name), plain(v));
+    if (d < bestDistance) [best, bestDistance] = [v, d];
+  }
+  return best;
+}
+
+/**
+ * An options bag: undefined becomes {}, anything but a plain object is refused, and so is any key that is not one
+ * of `names` (a misspelt option would otherwise be ignored and its default silently used).
+ */
+export function checkOptions<T extends object>(value: unknown, name: string, names: readonly string[]): Partial<T> {
   if (value === undefined) return {};
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw new TypeError(`${name} must be an object, got ${describe(value)}`);
+  }
+  for (const key of Object.keys(value)) {
+    if (names.includes(key)) continue;
+    const nearest = nearestName(key, names);
+    throw new TypeError(
+      `${name} has no option '${key}'${nearest ? ` (did you mean '${nearest}'?)` : ''}; its options are ${names.map((n) => `'${n}'`).join(', ')}`,
+    );
   }
   return value as Partial<T>;
 }

@@ -4,7 +4,7 @@
  * never by instanceof, so that tensors cross jest realms and duplicate copies of this module.
  */
 import { types } from 'util';
-import { DTYPES, DType, TypedArray, dtypeOfTypedArray, isFloating } from './dtype';
+import { DTYPES, DType, TypedArray, checkIntegerValues, dtypeOfTypedArray, isFloating } from './dtype';
 import { native, NativeHandle } from './native';
 import { track } from './scope';
 import { checkBoolean, checkDevice, checkInteger, checkOneOf, checkOptions, checkShape, describe, optionNames } from './validate';
@@ -321,6 +321,7 @@ export function tensor(data: TypedArray | NestedArray, options?: TensorDataOptio
     const length = (data as TypedArray).length;
     const shape = shapeOption === undefined ? [length] : checkShape(shapeOption, 'shape');
     checkElementCount(shape, length);
+    if (dtype !== source) checkIntegerValues(data as ArrayLike<number | bigint>, dtype, 'data');
     return finish(native.fromData(data, shape, dtype, device), requiresGrad);
   }
   if (typeof data !== 'number' && typeof data !== 'boolean' && !Array.isArray(data)) {
@@ -330,13 +331,8 @@ export function tensor(data: TypedArray | NestedArray, options?: TensorDataOptio
   const { dtype, device, requiresGrad } = resolveOptions(options, booleans ? 'bool' : 'float32');
   const shape = shapeOption === undefined ? inferred : checkShape(shapeOption, 'shape');
   checkElementCount(shape, values.length);
-  const numbers = new Float64Array(values.length);
-  const integral = !isFloating(dtype);
-  values.forEach((v, i) => {
-    const n = Number(v);
-    if (integral && !Number.isInteger(n)) throw new RangeError(`data holds ${describe(n)}, which is not an integer; dtype ${dtype} needs integers`);
-    numbers[i] = n;
-  });
+  const numbers = Float64Array.from(values, Number);
+  checkIntegerValues(numbers, dtype, 'data (flattened)');
   return finish(native.fromData(numbers, shape, dtype, device), requiresGrad);
 }
 

@@ -61,6 +61,20 @@ describe('tensor round trips', () => {
     expect(bce.zeros([2, 0, 4], { dtype }).toArray().length).toBe(0);
   });
 
+  test('integer dtypes take every value they hold, exactly, up to the ends of their range', () => {
+    expect(Array.from(bce.tensor([0, 255], { dtype: 'uint8' }).toArray())).toEqual([0, 255]);
+    expect(Array.from(bce.tensor([-(2 ** 31), 2 ** 31 - 1], { dtype: 'int32' }).toArray())).toEqual([-(2 ** 31), 2 ** 31 - 1]);
+    // The largest doubles below 2**63 are integers int64 holds exactly.
+    const below = 2 ** 63 - 1024;
+    expect(Array.from(bce.tensor([-(2 ** 63), below, 2 ** 53 + 2], { dtype: 'int64' }).toArray())).toEqual([
+      -(2n ** 63n),
+      BigInt(below),
+      2n ** 53n + 2n,
+    ]);
+    expect(() => bce.tensor([2 ** 63], { dtype: 'int64' })).toThrow(RangeError);
+    expect(Array.from(bce.tensor(new Float32Array([3, 7]), { dtype: 'uint8' }).toArray())).toEqual([3, 7]);
+  });
+
   test('factories', () => {
     expect(Array.from(bce.zeros([2, 2]).toArray() as Float32Array)).toEqual([0, 0, 0, 0]);
     expect(Array.from(bce.ones([3], { dtype: 'float64' }).toArray() as Float64Array)).toEqual([1, 1, 1]);

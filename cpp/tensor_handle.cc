@@ -282,7 +282,9 @@ Napi::Value TensorHandle::Backward(const Napi::CallbackInfo& info) {
   const at::Tensor& t = Live(env);
   at::Tensor gradient;
   if (info.Length() > 0 && !info[0].IsUndefined() && !info[0].IsNull()) gradient = From(env, info[0], "gradient");
-  Guard(env, [&] { t.backward(gradient); });
+  // retainGraph: keep the graph's saved tensors for another backward() through it (PyTorch's retain_graph).
+  const bool retain_graph = info.Length() > 1 && !info[1].IsUndefined() && ParseBool(env, info[1], "retainGraph");
+  Guard(env, [&] { t.backward(gradient, retain_graph); });
   return env.Undefined();
 }
 

@@ -4,7 +4,7 @@
 export { DTYPES } from './dtype';
 export type { DType, TypedArray } from './dtype';
 export { Tensor, isTensor, tensor, zeros, ones, randn, randint, manualSeed } from './tensor';
-export type { TensorOptions, TensorDataOptions, NestedArray } from './tensor';
+export type { TensorOptions, TensorDataOptions, NestedArray, BackwardOptions } from './tensor';
 export { tidy } from './scope';
 export { cuda, setNumThreads, getNumThreads, info, memory, cpuBlockCache } from './runtime';
 export type { BuildInfo, MemoryInfo, CpuBlockCacheInfo } from './runtime';

@@ -38,7 +38,7 @@ export interface NativeHandle {
   sub(other: NativeHandle | number): NativeHandle;
   mul(other: NativeHandle | number): NativeHandle;
   div(other: NativeHandle | number): NativeHandle;
-  backward(gradient?: NativeHandle): void;
+  backward(gradient?: NativeHandle, retainGraph?: boolean): void;
   dispose(): void;
   isDisposed(): boolean;
 }

@@ -200,9 +200,34 @@ export class Tensor {
     return new Tensor(this.handle.div(operand(other, 'other')));
   }
 
-  /** Backpropagates from this tensor (a scalar, unless `gradient` of the same shape is given). */
-  backward(gradient?: Tensor): void {
-    this.handle.backward(gradient === undefined ? undefined : checkTensor(gradient, 'gradient').handle);
+  /**
+   * Backpropagates from this tensor (a scalar, unless `gradient` of the same shape is given), as PyTorch's
+   * `backward(gradient, retain_graph)`: `backward()`, `backward(gradient)`, `backward({ retainGraph: true })` or
+   * `backward(gradient, { retainGraph: true })`.
+   */
+  backward(gradient?: Tensor | BackwardOptions, options?: BackwardOptions): void {
+    let opts = options;
+    let grad: Tensor | undefined;
+    if (gradient !== undefined && !isTensor(gradient) && options === undefined && typeof gradient === 'object' && gradient !== null) {
+      opts = gradient as BackwardOptions;
+    } else if (gradient !== undefined) {
+      grad = checkTensor(gradient, 'gradient');
+    }
+    const o = checkOptions<BackwardOptions>(opts, 'options', BACKWARD_OPTIONS);
+    const retainGraph = o.retainGraph === undefined ? false : checkBoolean(o.retainGraph, 'retainGraph');
+    try {
+      this.handle.backward(grad?.handle, retainGraph);
+    } catch (error) {
+      // LibTorch's hint names Python's keyword (retain_graph=True): name the option this API has.
+      // (Not instanceof Error: errors made natively belong to the main realm, which may not be the caller's.)
+      if (/retain_graph/.test(String((error as Error | undefined)?.message))) {
+        throw new Error(
+          'backward() through a graph whose saved tensors a previous backward() already freed: pass ' +
+            '{ retainGraph: true } to the first backward() to go through the same graph again',
+        );
+      }
+      throw error;
+    }
   }
 
   /** Frees the native tensor now. Safe to call twice; using the tensor afterwards throws. */
@@ -236,6 +261,14 @@ export function checkCudaAvailable(device: string): void {
     );
   }
 }
+
+/** Options of `Tensor.backward`. */
+export interface BackwardOptions {
+  /** Keep the graph's saved tensors so that another `backward()` can go through it (PyTorch's `retain_graph`). Default false. */
+  retainGraph?: boolean;
+}
+
+const BACKWARD_OPTIONS = optionNames<BackwardOptions>({ retainGraph: true });
 
 /** Options of the tensor factories. */
 export interface TensorOptions {

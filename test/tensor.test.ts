@@ -62,17 +62,18 @@ describe('tensor round trips', () => {
   });
 
   test('integer dtypes take every value they hold, exactly, up to the ends of their range', () => {
-    expect(Array.from(bce.tensor([0, 255], { dtype: 'uint8' }).toArray())).toEqual([0, 255]);
-    expect(Array.from(bce.tensor([-(2 ** 31), 2 ** 31 - 1], { dtype: 'int32' }).toArray())).toEqual([-(2 ** 31), 2 ** 31 - 1]);
+    const valuesOf = (t: bce.Tensor) => Array.from(t.toArray() as ArrayLike<number | bigint>);
+    expect(valuesOf(bce.tensor([0, 255], { dtype: 'uint8' }))).toEqual([0, 255]);
+    expect(valuesOf(bce.tensor([-(2 ** 31), 2 ** 31 - 1], { dtype: 'int32' }))).toEqual([-(2 ** 31), 2 ** 31 - 1]);
     // The largest doubles below 2**63 are integers int64 holds exactly.
     const below = 2 ** 63 - 1024;
-    expect(Array.from(bce.tensor([-(2 ** 63), below, 2 ** 53 + 2], { dtype: 'int64' }).toArray())).toEqual([
+    expect(valuesOf(bce.tensor([-(2 ** 63), below, 2 ** 53 + 2], { dtype: 'int64' }))).toEqual([
       -(2n ** 63n),
       BigInt(below),
       2n ** 53n + 2n,
     ]);
     expect(() => bce.tensor([2 ** 63], { dtype: 'int64' })).toThrow(RangeError);
-    expect(Array.from(bce.tensor(new Float32Array([3, 7]), { dtype: 'uint8' }).toArray())).toEqual([3, 7]);
+    expect(valuesOf(bce.tensor(new Float32Array([3, 7]), { dtype: 'uint8' }))).toEqual([3, 7]);
   });
 
   test('factories', () => {
@@ -126,6 +127,27 @@ describe('tensor round trips', () => {
     expect(d.requiresGrad).toBe(false);
     x.requiresGrad = false;
     expect(x.requiresGrad).toBe(false);
+  });
+
+  test('backward({ retainGraph }) goes through the same graph twice; without it the second call says how', () => {
+    const values = [0.5, -1.25, 3];
+    const x = bce.tensor(values, { dtype: 'float64', requiresGrad: true });
+    // x * x keeps x for its backward: the second pass needs the retained graph.
+    const y = x.mul(x).sum();
+    y.backward({ retainGraph: true });
+    y.backward();
+    expect(Array.from(x.grad!.toArray() as Float64Array)).toEqual(values.map((v) => 4 * v));
+    // With an explicit gradient as well: d(sum(3 * x * x))/dx = 6x per pass, two passes.
+    const x2 = bce.tensor(values, { dtype: 'float64', requiresGrad: true });
+    const z = x2.mul(x2).mul(3);
+    const ones = bce.ones([3], { dtype: 'float64' });
+    z.backward(ones, { retainGraph: true });
+    z.backward(ones);
+    expect(Array.from(x2.grad!.toArray() as Float64Array)).toEqual(values.map((v) => 12 * v));
+    // A third pass through y: its saved tensors are gone; the message names the option of this API.
+    expect(() => y.backward()).toThrow(/\{ retainGraph: true \}/);
+    expect(() => y.backward({ retain_graph: true } as never)).toThrow(/did you mean 'retainGraph'/);
+    expect(() => y.backward({ retainGraph: 1 } as never)).toThrow(TypeError);
   });
 
   test('backward with an explicit gradient', () => {

@@ -6,6 +6,7 @@
 # Sets TORCH_LIBRARIES, TORCH_CXX_FLAGS (via find_package) and BCE_TORCH_{DIR,LIB_DIR,VERSION,CUDA,CUDA_JSON}.
 
 set(BCE_TORCH_SOURCE "")
+set(BCE_PYTHON_TRIED "")
 if(DEFINED ENV{LIBTORCH} AND NOT "$ENV{LIBTORCH}" STREQUAL "")
   if(EXISTS "$ENV{LIBTORCH}/share/cmake/Torch/TorchConfig.cmake")
     set(Torch_DIR "$ENV{LIBTORCH}/share/cmake/Torch" CACHE PATH "LibTorch CMake folder" FORCE)
@@ -34,15 +35,20 @@ else()
   execute_process(COMMAND "${BCE_PYTHON}" -c "import torch.utils; print(torch.utils.cmake_prefix_path)"
                   OUTPUT_VARIABLE BCE_PY_PREFIX OUTPUT_STRIP_TRAILING_WHITESPACE
                   ERROR_VARIABLE BCE_PY_ERROR RESULT_VARIABLE BCE_PY_RESULT)
-  if(NOT BCE_PY_RESULT EQUAL 0 AND DEFINED ENV{PYTHON} AND NOT "$ENV{PYTHON}" STREQUAL "")
-    # An explicit choice that fails is an error, not a silent fall-back to another LibTorch.
+  if(NOT BCE_PY_RESULT EQUAL 0)
+    # Not fatal: node-gyp sets PYTHON to its own interpreter for binding.gyp's action, so a PYTHON without torch
+    # is common. The system's LibTorch is tried next; the final message names this Python if that fails too.
     string(STRIP "${BCE_PY_ERROR}" BCE_PY_ERROR)
     string(REGEX REPLACE "^.*\n" "" BCE_PY_LAST_LINE "${BCE_PY_ERROR}")
     if(BCE_PY_LAST_LINE STREQUAL "")
       set(BCE_PY_LAST_LINE "${BCE_PY_RESULT}")
     endif()
-    message(FATAL_ERROR "BCE_LIBTORCH_NOT_FOUND: PYTHON is set to '${BCE_PYTHON}', which cannot import torch "
-                        "(${BCE_PY_LAST_LINE}). Install torch for that Python, or unset PYTHON.")
+    if(DEFINED ENV{PYTHON} AND NOT "$ENV{PYTHON}" STREQUAL "")
+      set(BCE_PYTHON_TRIED "PYTHON is set to '${BCE_PYTHON}', which cannot import torch (${BCE_PY_LAST_LINE}). ")
+      message(STATUS "bootstrapped-ce: ${BCE_PYTHON_TRIED}Trying the system's LibTorch.")
+    else()
+      set(BCE_PYTHON_TRIED "Tried '${BCE_PYTHON}' (set PYTHON to choose another), which cannot import torch (${BCE_PY_LAST_LINE}). ")
+    endif()
   endif()
   if(BCE_PY_RESULT EQUAL 0 AND EXISTS "${BCE_PY_PREFIX}/Torch/TorchConfig.cmake")
     set(Torch_DIR "${BCE_PY_PREFIX}/Torch" CACHE PATH "LibTorch CMake folder" FORCE)
@@ -77,7 +83,7 @@ endif()
 
 find_package(Torch QUIET)
 if(NOT Torch_FOUND AND NOT TORCH_FOUND)
-  message(FATAL_ERROR "BCE_LIBTORCH_NOT_FOUND: no LibTorch found. Install one (Debian/Ubuntu: "
+  message(FATAL_ERROR "BCE_LIBTORCH_NOT_FOUND: ${BCE_PYTHON_TRIED}No LibTorch found. Install one (Debian/Ubuntu: "
                       "`sudo apt-get install libtorch-dev`), or set LIBTORCH to an unpacked LibTorch or to the "
                       "`torch` folder of a PyTorch install, or set Torch_DIR to the folder holding TorchConfig.cmake.")
 endif()

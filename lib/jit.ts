@@ -4,6 +4,7 @@
  * Also `noGrad(fn)`, which runs `fn` with autograd recording off.
  */
 import * as fs from 'fs';
+import { inspect } from 'util';
 import { native, NativeHandle } from './native';
 import { Tensor, checkCudaAvailable, checkTensor, noteDeviceMove } from './tensor';
 import { checkBoolean, checkDevice, checkOptions, describe, optionNames } from './validate';
@@ -124,6 +125,16 @@ export class Module {
   /** Frees the module now (its parameters live on while Tensors from `parameters()` hold them). */
   dispose(): void {
     this.native.dispose();
+  }
+
+  /** What `console.log` shows: the parameter count, the training flag and the parameters' device. */
+  [inspect.custom](): string {
+    if (this.isDisposed) return 'Module(disposed)';
+    const params = this.parameters();
+    const count = params.reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+    const devices = [...new Set(params.map((p) => p.device))].join(', ') || 'no parameters';
+    params.forEach((p) => p.dispose());
+    return `Module(parameters=${params.length} tensors, ${count} values, device=${devices}, training=${this.training})`;
   }
 
   get isDisposed(): boolean {

@@ -5,6 +5,7 @@
  *   const opt = new optim.Adam(model.parameters(), { lr: 1e-3 });
  *   opt.zeroGrad(); loss.backward(); opt.step();
  */
+import { inspect } from 'util';
 import { isFloating } from './dtype';
 import { native, NativeHandle } from './native';
 import { Tensor, checkTensor, isTensor } from './tensor';
@@ -165,6 +166,13 @@ export abstract class Optimizer {
   protected constructor(kind: Kind, params: Tensor[], options: Record<string, unknown>) {
     this.params = Object.freeze(params.slice());
     this.native = new NativeOptimizerClass(kind, params.map((p) => p.handle), options);
+  }
+
+  /** What `console.log` shows: the kind, its hyperparameters and the parameter count. */
+  [inspect.custom](): string {
+    const name = { sgd: 'SGD', adam: 'Adam', adamw: 'AdamW' }[this.kind] ?? this.kind;
+    const options = Object.entries(this.options).map(([k, v]) => `${k}=${Array.isArray(v) ? `[${v.join(', ')}]` : v}`);
+    return `${name}(${options.join(', ')}, params=${this.params.length})`;
   }
 
   /** Updates every parameter from its gradient (parameters without a gradient are skipped). */

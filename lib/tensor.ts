@@ -3,7 +3,7 @@
  * `dispose()` or, failing that, by the garbage collector. Tensors are recognised by a type tag (`isTensor`),
  * never by instanceof, so that tensors cross jest realms and duplicate copies of this module.
  */
-import { types } from 'util';
+import { inspect, types } from 'util';
 import { DTYPES, DType, TypedArray, checkIntegerValues, dtypeOfTypedArray, isFloating } from './dtype';
 import { native, NativeHandle } from './native';
 import { track } from './scope';
@@ -243,7 +243,26 @@ export class Tensor {
   toString(): string {
     return this.isDisposed ? 'Tensor(disposed)' : `Tensor(shape=[${this.shape}], dtype=${this.dtype}, device=${this.device})`;
   }
+
+  /**
+   * What `console.log` and `util.inspect` show, as PyTorch's repr: shape, dtype, device, requiresGrad and a
+   * preview of the values (the first and last few; none above PREVIEW_LIMIT elements, which would copy a large
+   * tensor to the host just to print six numbers).
+   */
+  [inspect.custom](): string {
+    if (this.isDisposed) return 'Tensor(disposed)';
+    const head = `Tensor(shape=[${this.shape.join(', ')}], dtype=${this.dtype}, device=${this.device}${this.requiresGrad ? ', requiresGrad=true' : ''})`;
+    const numel = this.shape.reduce((a, b) => a * b, 1);
+    if (numel > PREVIEW_LIMIT) return `${head} (${numel} elements)`;
+    const values = Array.from(this.toArray() as ArrayLike<number | bigint>);
+    const show = (v: number | bigint) => (typeof v === 'number' && !Number.isInteger(v) ? String(Number(v.toPrecision(5))) : String(v));
+    const shown = values.length <= 8 ? values.map(show) : [...values.slice(0, 6).map(show), '...', ...values.slice(-2).map(show)];
+    return `${head} [${shown.join(', ')}]`;
+  }
 }
+
+/** The most elements `inspect` copies to the host for its preview. */
+const PREVIEW_LIMIT = 100_000;
 
 function reductionArgs(dim: number[] | undefined, keepdim: boolean): [number[]?, boolean?] {
   if (dim === undefined) return [];

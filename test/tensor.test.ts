@@ -1,5 +1,6 @@
 import * as fs from 'fs';
 import * as path from 'path';
+import { inspect } from 'util';
 import * as bce from '../lib';
 
 describe('tensor round trips', () => {
@@ -385,5 +386,27 @@ describe('native methods refuse receivers of the wrong kind', () => {
   test('data in a SharedArrayBuffer is refused', () => {
     const shared = new Float32Array(new SharedArrayBuffer(8));
     expect(() => bce.tensor(shared)).toThrow(/SharedArrayBuffer/);
+  });
+});
+
+describe('inspection (console.log)', () => {
+  test('a tensor shows shape, dtype, device, requiresGrad and its values', () => {
+    const t = bce.tensor([[1.5, 2], [3, 4.123456789]], { requiresGrad: true });
+    expect(inspect(t)).toBe('Tensor(shape=[2, 2], dtype=float32, device=cpu, requiresGrad=true) [1.5, 2, 3, 4.1235]');
+    const ints = bce.tensor(Array.from({ length: 10 }, (_, i) => i * 3), { dtype: 'int64' });
+    expect(inspect(ints)).toBe('Tensor(shape=[10], dtype=int64, device=cpu) [0, 3, 6, 9, 12, 15, ..., 24, 27]');
+    expect(inspect(bce.zeros([400, 400]))).toBe('Tensor(shape=[400, 400], dtype=float32, device=cpu) (160000 elements)');
+    expect(inspect({ nested: bce.tensor([true, false]) })).toContain('Tensor(shape=[2], dtype=bool, device=cpu) [1, 0]');
+    t.dispose();
+    expect(inspect(t)).toBe('Tensor(disposed)');
+  });
+
+  test('a module and an optimizer show what they hold', () => {
+    const module = bce.jit.load('models/segnet.pt');
+    const params = module.parameters();
+    const values = params.reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+    expect(inspect(module)).toBe(`Module(parameters=${params.length} tensors, ${values} values, device=cpu, training=true)`);
+    const sgd = new bce.optim.SGD(params, { lr: 0.5, momentum: 0.9 });
+    expect(inspect(sgd)).toBe(`SGD(lr=0.5, momentum=0.9, dampening=0, weightDecay=0, nesterov=false, params=${params.length})`);
   });
 });

@@ -6,6 +6,7 @@
 import { inspect, types } from 'util';
 import { DTYPES, DType, TypedArray, checkIntegerValues, dtypeOfTypedArray, isFloating } from './dtype';
 import { native, NativeHandle } from './native';
+import { noteTensorCreated } from './memory-watch';
 import { track } from './scope';
 import { checkBoolean, checkDevice, checkInteger, checkOneOf, checkOptions, checkShape, describe, optionNames } from './validate';
 
@@ -70,6 +71,7 @@ export class Tensor {
     // Non-enumerable: a spread copy ({ ...t }) does not carry it.
     Object.defineProperty(this, TENSOR_TAG, { value: true });
     track(this);
+    noteTensorCreated();
   }
 
   // A handle's shape and dtype never change (no in-place resizing or casting is exposed), so they are read from

@@ -113,7 +113,7 @@ function train(name: string, flags: Flags, bootstrapped: boolean): RunResult {
   bar.start(flags.iterations, 0, { loss: '-', p: '-', speed: '-' });
   const start = Date.now();
   for (let iteration = 0; iteration < flags.iterations; iteration++) {
-    const { loss, p } = bce.tidy(() => {
+    const { loss, p } = bce.trainStep(() => {
       const batch = makeBatch(random, flags.batch);
       const images = bce.tensor(batch.images, { shape: [batch.n, 3, SIZE, SIZE], device: flags.device });
       const labels = bce.tensor(batch.labels, { shape: [batch.n, SIZE, SIZE], device: flags.device });

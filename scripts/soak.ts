@@ -3,12 +3,13 @@
  * memory() every --report-every iterations and checking that nothing leaks.
  *
  *   npm run soak                          # 100,000 iterations, explicit dispose()
- *   npm run soak -- --gc                  # never dispose(): the garbage collector frees the tensors
+ *   npm run soak -- --gc                  # never dispose(): an awaiting loop, the garbage collector frees the tensors
+ *   npm run soak -- --train-step --yield-every 1000000   # a synchronous loop scoped by trainStep()
  *   npm run soak -- --iterations 5000 --json
  *
  * Pass criteria
- *   dispose mode: RSS grows by less than --max-growth (default 5%) between the end of the warm-up and the end of
- *                 the run, and memory().tensors is back at its starting value.
+ *   dispose and --train-step modes: RSS grows by less than --max-growth (default 5%) between the end of the
+ *                 warm-up and the end of the run, and memory().tensors is back at its starting value.
  *   --gc mode:    RSS stays bounded: the maximum RSS after the warm-up is less than --max-gc-growth (default 50%)
  *                 above the RSS at the end of the warm-up; after a final full collection memory().tensors is back
  *                 at its starting value.
@@ -19,7 +20,7 @@
 import * as v8 from 'v8';
 import * as vm from 'vm';
 import { Command, InvalidArgumentError } from 'commander';
-import { bootstrappedCrossEntropy, memory, randint, randn, setNumThreads } from '../lib';
+import { bootstrappedCrossEntropy, memory, randint, randn, setNumThreads, trainStep } from '../lib';
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -38,6 +39,7 @@ const program = new Command()
   .description('Leak check: create -> loss -> backward -> dispose, N times at 1x19x64x64')
   .option('-n, --iterations <n>', 'iterations', positiveInt, 100000)
   .option('--gc', 'never call dispose(); rely on the garbage collector', false)
+  .option('--train-step', 'never call dispose(); scope each step with trainStep() instead (use with a large --yield-every for a synchronous loop)', false)
   .option('--report-every <n>', 'print RSS and memory() every n iterations', positiveInt, 10000)
   .option('--warmup <n>', 'iterations before the RSS baseline is taken (default: 10% of the run, at most 10000)', positiveInt)
   .option('--max-growth <fraction>', 'dispose mode: allowed RSS growth after warm-up', fraction, 0.05)
@@ -49,6 +51,7 @@ const program = new Command()
 interface Options {
   iterations: number;
   gc: boolean;
+  trainStep: boolean;
   reportEvery: number;
   warmup?: number;
   maxGrowth: number;
@@ -95,7 +98,7 @@ function step(i: number, dispose: boolean): number {
 }
 
 export interface SoakResult {
-  mode: 'dispose' | 'gc';
+  mode: 'dispose' | 'trainStep' | 'gc';
   iterations: number;
   warmup: number;
   seconds: number;
@@ -116,7 +119,9 @@ async function main(): Promise<void> {
   const opts = program.parse(process.argv).opts<Options>();
   if (opts.threads !== undefined) setNumThreads(opts.threads);
   const gc = getGc();
-  const dispose = !opts.gc;
+  const mode: SoakResult['mode'] = opts.gc ? 'gc' : opts.trainStep ? 'trainStep' : 'dispose';
+  // Modes that must free everything by the end of each step: their RSS must stay flat after warm-up.
+  const dispose = mode !== 'gc';
   const warmup = Math.min(opts.warmup ?? Math.min(10000, Math.ceil(opts.iterations / 10)), opts.iterations);
 
   await collect(gc);
@@ -133,11 +138,12 @@ async function main(): Promise<void> {
         `external ${mb(heap.external).toFixed(1).padStart(7)} MB  memory() tensors ${String(m.tensors).padStart(5)} bytes ${m.bytes}`,
     );
   };
-  console.log(`soak: ${opts.iterations} iterations, mode ${dispose ? 'dispose' : 'gc'}, warm-up ${warmup}, 1x19x64x64`);
+  console.log(`soak: ${opts.iterations} iterations, mode ${mode}, warm-up ${warmup}, 1x19x64x64`);
   log(0);
   const started = Date.now();
   for (let i = 1; i <= opts.iterations; i++) {
-    step(i, dispose);
+    if (mode === 'trainStep') trainStep(() => step(i, false));
+    else step(i, mode === 'dispose');
     if (i === warmup) {
       if (dispose) await collect(gc); // settle the heap before taking the baseline
       rssAfterWarmup = rss();
@@ -169,7 +175,7 @@ async function main(): Promise<void> {
   if (tensorsEnd !== tensorsStart) failures.push(`memory().tensors ended at ${tensorsEnd}, started at ${tensorsStart}`);
 
   const result: SoakResult = {
-    mode: dispose ? 'dispose' : 'gc',
+    mode,
     iterations: opts.iterations,
     warmup,
     seconds,

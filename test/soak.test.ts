@@ -38,11 +38,22 @@ describe('soak (short form)', () => {
     expect(result.tensorsMax).toBe(result.tensorsStart);
   }, 60000);
 
+  it('a synchronous loop scoped by trainStep(): RSS grows < 5% after warm-up, no tensor left', () => {
+    const { result } = soak(['--train-step', '--yield-every', '1000000']);
+    expect(result.mode).toBe('trainStep');
+    expect(result.failures).toEqual([]);
+    expect(result.growthPercent).toBeLessThan(5);
+    expect(result.tensorsEnd).toBe(result.tensorsStart);
+    expect(result.tensorsMax).toBe(result.tensorsStart);
+  }, 60000);
+
   it('garbage collector only: RSS stays bounded and every tensor is eventually freed', () => {
     const { result } = soak(['--gc']);
     expect(result.failures).toEqual([]);
     expect(result.pass).toBe(true);
     expect(result.maxGrowthPercent).toBeLessThan(50);
+    // An awaiting loop ends within 10 % of its post-warm-up RSS.
+    expect(result.growthPercent).toBeLessThan(10);
     expect(result.tensorsEnd).toBe(result.tensorsStart);
     // Collection keeps pace: a few hundred handles at most are waiting for the collector at any time.
     expect(result.tensorsMax as number).toBeLessThan(2000);

@@ -201,10 +201,15 @@ function ldSoConfDirs(file = '/etc/ld.so.conf', depth = 0): string[] {
   return dirs;
 }
 
+/** The folders of LD_LIBRARY_PATH (DYLD_LIBRARY_PATH on macOS), searched before everything else. */
+function libraryPathDirs(): string[] {
+  const envVar = process.platform === 'darwin' ? 'DYLD_LIBRARY_PATH' : 'LD_LIBRARY_PATH';
+  return (process.env[envVar] ?? '').split(path.delimiter).filter(Boolean);
+}
+
 /** Where the dynamic loader looks for a prebuild's libraries, in its order. */
 function librarySearchDirs(record: LibTorchRecord, binaryDir: string): string[] {
-  const envVar = process.platform === 'darwin' ? 'DYLD_LIBRARY_PATH' : 'LD_LIBRARY_PATH';
-  const fromEnv = (process.env[envVar] ?? '').split(path.delimiter).filter(Boolean);
+  const fromEnv = libraryPathDirs();
   const rpath = [record.libDir, binaryDir].filter((d): d is string => !!d);
   const system =
     process.platform === 'linux'
@@ -349,12 +354,13 @@ function prebuildCandidates(): { file: string; record: LibTorchRecord | undefine
   }));
   // A flavour whose LibTorch is on LD_LIBRARY_PATH goes first: that is how a user says which LibTorch to use
   // when several are installed (say Debian's and a PyPI torch's).
+  const fromEnv = libraryPathDirs();
   const onLibraryPath = (record: LibTorchRecord | undefined) => {
-    const fromEnv = (process.env.LD_LIBRARY_PATH ?? '').split(path.delimiter).filter(Boolean);
     const cpuLib = (record?.needed ?? []).find((l) => /torch_cpu/.test(l));
     return !!cpuLib && fromEnv.some((dir) => fs.existsSync(path.join(dir, cpuLib)) && installedVersion(dir, cpuLib)?.startsWith(`${majorMinor(record?.version)}.`));
   };
-  return [...candidates.filter((c) => onLibraryPath(c.record)), ...candidates.filter((c) => !onLibraryPath(c.record))];
+  const first = new Set(candidates.filter((c) => onLibraryPath(c.record)));
+  return [...first, ...candidates.filter((c) => !first.has(c))];
 }
 
 function message(error: unknown): string {

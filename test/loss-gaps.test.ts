@@ -36,9 +36,27 @@ function input(logits: number[][][]): bce.Tensor {
 /** The float32-rounded logits, so the hand values start from exactly what the addon sees. */
 const rounded = (logits: number[][][]) => logits.map((a) => a.map((b) => b.map((x) => Math.fround(x))));
 
-function flatIndex(N: number, C: number, S: number) {
-  return (n: number, c: number, s: number) => (n * C + c) * S + s;
+/**
+ * The input gradient, (N, C, S) flattened: each selected pixel [n, s] gets its pixelGradient divided by its
+ * denominator; every other element is 0.
+ */
+function handGradient(
+  logits: number[][][],
+  target: number[][],
+  selected: { n: number; s: number; denominator: number }[],
+  weight: number[],
+  smoothing: number,
+): Float64Array {
+  const [N, C, S] = [logits.length, logits[0].length, logits[0][0].length];
+  const grad = new Float64Array(N * C * S);
+  for (const { n, s, denominator } of selected) {
+    pixelGradient(softmax(logits, n, s), target[n][s], weight, smoothing).forEach((g, c) => (grad[(n * C + c) * S + s] = g / denominator));
+  }
+  return grad;
 }
+
+/** Batch-wide flat pixel indices (n * S + s) as pixels, all with one denominator. */
+const pixels = (indices: number[], S: number, denominator: number) => indices.map((i) => ({ n: Math.floor(i / S), s: i % S, denominator }));
 
 function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tolerance: number): void {
   expect(actual.length).toBe(expected.length);
@@ -64,12 +82,7 @@ test('label smoothing in float32: the reference path, the right loss and gradien
   expect(result.k).toBe(k);
   expect(result.loss.item()).toBeCloseTo(chosen.reduce((a, i) => a + losses[i], 0) / k, 5);
   result.loss.backward();
-  const grad = new Float64Array(N * C * S);
-  const at = flatIndex(N, C, S);
-  for (const i of chosen) {
-    const [n, s] = [Math.floor(i / S), i % S];
-    pixelGradient(softmax(logits, n, s), target[n][s], new Array(C).fill(1), e).forEach((g, c) => (grad[at(n, c, s)] = g / k));
-  }
+  const grad = handGradient(logits, target, pixels(chosen, S, k), new Array(C).fill(1), e);
   expectClose(x.grad!.toArray() as Float32Array, grad, 1e-6);
   expect(() => bce.bootstrappedCrossEntropy(x, y, 0, p, { labelSmoothing: e, impl: 'fused' })).toThrow(/labelSmoothing 0/);
 });
@@ -100,12 +113,7 @@ test("the fused kernel's weighted 'mean': divided by the selected weight sum, cl
   // Dividing by k instead of the weight sum would be visibly off (the selected weights average well above 1).
   expect(result.loss.item()).toBeCloseTo(chosen.reduce((a, i) => a + losses[i], 0) / weightSum, 5);
   result.loss.backward();
-  const grad = new Float64Array(N * C * S);
-  const at = flatIndex(N, C, S);
-  for (const i of chosen) {
-    const [n, s] = [Math.floor(i / S), i % S];
-    pixelGradient(softmax(logits, n, s), target[n][s], weight, 0).forEach((g, c) => (grad[at(n, c, s)] = g / weightSum));
-  }
+  const grad = handGradient(logits, target, pixels(chosen, S, weightSum), weight, 0);
   expectClose(x.grad!.toArray() as Float32Array, grad, 1e-6);
 });
 
@@ -118,22 +126,19 @@ test("perSample 'mean' in float32 with a sample that has no valid pixel: average
   const x = input(logits);
   const y = bce.tensor(new BigInt64Array(target.flat().map(BigInt)), { shape: [N, S] });
   const result = bce.bootstrappedCrossEntropyWithStats(x, y, 0, p, { perSample: true, ignoreIndex: IGNORE });
-  const grad = new Float64Array(N * C * S);
-  const at = flatIndex(N, C, S);
   const validSamples = [0, 2];
+  const selected: { n: number; s: number; denominator: number }[] = [];
   let expected = 0;
   for (const n of validSamples) {
     const losses = pixelLosses([logits[n]], [target[n]], { ignoreIndex: IGNORE })[0];
     const k = keepCount(p, S);
     const chosen = topkIndices(losses, k, losses.map(() => true));
     expected += chosen.reduce((a, s) => a + losses[s], 0) / k / validSamples.length;
-    for (const s of chosen) {
-      pixelGradient(softmax(logits, n, s), target[n][s], [1, 1, 1], 0).forEach((g, c) => (grad[at(n, c, s)] = g / k / validSamples.length));
-    }
+    for (const s of chosen) selected.push({ n, s, denominator: k * validSamples.length });
   }
   expect(result.loss.item()).toBeCloseTo(expected, 5);
   result.loss.backward();
-  expectClose(x.grad!.toArray() as Float32Array, grad, 1e-6);
+  expectClose(x.grad!.toArray() as Float32Array, handGradient(logits, target, selected, [1, 1, 1], 0), 1e-6);
 });
 
 test('the fused kernel with every pixel ignored: loss 0, connected to the graph, gradient all zeros', () => {

@@ -9,7 +9,7 @@ import { native, NativeHandle } from './native';
 import { Tensor, checkCudaAvailable, checkTensor, noteDeviceMove } from './tensor';
 import { checkBoolean, checkDevice, checkOptions, describe, optionNames } from './validate';
 
-/** Methods of the native ModuleHandle (cpp/jit_module.cc). */
+/** Methods of the native ModuleHandle (cpp/objects/module_handle.cc). */
 interface NativeModule {
   forward(...inputs: NativeHandle[]): unknown;
   parameters(): NativeHandle[];
@@ -23,7 +23,7 @@ interface NativeModule {
   isDisposed(): boolean;
 }
 
-/** The addon's training entry points (cpp/jit_module.cc, cpp/optimizer.cc). */
+/** The addon's training entry points (cpp/objects/module_handle.cc, cpp/objects/optimizer_handle.cc). */
 export interface NativeTraining {
   ModuleHandle: { load(path: string, device?: string): NativeModule };
   noGrad<T>(fn: () => T): T;

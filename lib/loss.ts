@@ -1,6 +1,6 @@
 /**
  * The functional API: bootstrapped cross-entropy (multi-class and binary) and plain cross-entropy.
- * Data path: argument checks here, one native call (cpp/loss_binding.cc), LibTorch (cpp/loss/).
+ * Data path: argument checks here, one native call (cpp/functions/losses.cc), LibTorch (cpp/loss/).
  */
 import { DType, INDEX_DTYPES, isFloating } from './dtype';
 import { native, NativeHandle, NativeLossResult, NativeReduction } from './native';

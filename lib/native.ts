@@ -18,7 +18,7 @@ import bindings from 'bindings';
 /** The package root (one level above lib/ or dist/). */
 export const packageRoot = path.resolve(__dirname, '..');
 
-/** Methods of the native TensorHandle (cpp/tensor_handle.cc). */
+/** Methods of the native TensorHandle (cpp/objects/tensor_handle.cc). */
 export interface NativeHandle {
   shape(): number[];
   dtype(): string;
@@ -80,7 +80,7 @@ export interface NativeAddon {
   cpuBlockCacheInfo(): { enabled: boolean; bytes: number; blocks: number; limit: number };
   emptyCpuBlockCache(): void;
   setCpuBlockCacheLimit(bytes: number): void;
-  // The losses take positional options (cheaper to read natively than an object: cpp/loss_binding.cc) and write
+  // The losses take positional options (cheaper to read natively than an object: cpp/functions/losses.cc) and write
   // [k, nValid, fused (1 or 0)] into `stats`.
   bootstrappedCrossEntropy(
     input: NativeHandle,

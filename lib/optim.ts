@@ -11,7 +11,7 @@ import { native, NativeHandle } from './native';
 import { Tensor, checkTensor, isTensor } from './tensor';
 import { checkBoolean, checkInteger, checkNumber, checkOptions, describe, optionNames, sameShape } from './validate';
 
-/** Methods of the native OptimizerHandle (cpp/optimizer.cc). */
+/** Methods of the native OptimizerHandle (cpp/objects/optimizer_handle.cc). */
 interface NativeOptimizer {
   step(): void;
   zeroGrad(setToNone: boolean): void;

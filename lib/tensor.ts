@@ -38,7 +38,7 @@ export function checkTensor(value: unknown, name: string): Tensor {
 // this count, which invalidates every tensor's cached device.
 let deviceMoves = 0;
 
-// The cached properties say what the native getters would (cpp/tensor_handle.cc).
+// The cached properties say what the native getters would (cpp/objects/tensor_handle.cc).
 function throwDisposed(): never {
   throw new Error('the tensor was disposed and can no longer be used');
 }
@@ -62,7 +62,7 @@ function operand(other: unknown, name: string): NativeHandle | number {
 }
 
 export class Tensor {
-  /** @internal The native handle (cpp/tensor_handle.cc). */
+  /** @internal The native handle (cpp/objects/tensor_handle.cc). */
   readonly handle: NativeHandle;
 
   /** @internal Use the factories (`tensor`, `zeros`, ...) to make tensors. */

@@ -1,5 +1,5 @@
 /**
- * The cache of large CPU blocks (cpp/cpu_allocator.cc): CPU tensors of 32 MiB and more reuse the blocks of freed
+ * The cache of large CPU blocks (cpp/runtime/cpu_allocator.cc): CPU tensors of 32 MiB and more reuse the blocks of freed
  * tensors of the same rounded size, up to a limit; smaller ones come from malloc's heap and are not counted.
  */
 import { spawnSync } from 'child_process';

@@ -1,11 +1,12 @@
 /**
- * The layering rule: the loss core (cpp/loss/) is plain LibTorch and never sees N-API, so that it can be used
- * and tested without Node. Any file under it that includes napi.h (or node_api.h) fails this test.
+ * The layering rule (CONTRIBUTING.md, "Architecture"): the loss core (cpp/loss/) and the process-wide runtime
+ * (cpp/runtime/) are plain LibTorch and never see N-API, so that they can be used and tested without Node; and
+ * they include nothing from the layers above them (cpp/napi/, cpp/objects/, cpp/functions/).
  */
 import * as fs from 'fs';
 import * as path from 'path';
 
-const core = path.resolve(__dirname, '..', 'cpp', 'loss');
+const cpp = path.resolve(__dirname, '..', 'cpp');
 
 function sources(dir: string): string[] {
   return fs.readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
@@ -15,9 +16,46 @@ function sources(dir: string): string[] {
   });
 }
 
-test('cpp/loss includes no N-API header', () => {
-  const files = sources(core);
-  expect(files.length).toBeGreaterThan(5);
-  const offenders = files.filter((file) => /#\s*include\s*[<"](napi|node_api)\.h[>"]/.test(fs.readFileSync(file, 'utf8')));
-  expect(offenders.map((file) => path.relative(core, file))).toEqual([]);
+/** The quoted or angled include targets of a source file. */
+function includes(file: string): string[] {
+  return [...fs.readFileSync(file, 'utf8').matchAll(/^\s*#\s*include\s*[<"]([^>"]+)[>"]/gm)].map((m) => m[1]);
+}
+
+const lowerLayers = ['loss', 'runtime'];
+const upperLayers = ['napi', 'objects', 'functions'];
+
+describe.each(lowerLayers)('cpp/%s', (layer) => {
+  const files = sources(path.join(cpp, layer));
+
+  test('holds sources', () => {
+    expect(files.length).toBeGreaterThan(0);
+  });
+
+  test('includes no N-API header', () => {
+    const offenders = files.filter((file) => includes(file).some((target) => /^(napi|node_api|node_api_types|js_native_api)\.h$/.test(target)));
+    expect(offenders.map((file) => path.relative(cpp, file))).toEqual([]);
+  });
+
+  test('includes nothing from the N-API layers above it', () => {
+    const offenders = files.flatMap((file) =>
+      includes(file)
+        .filter((target) => upperLayers.some((upper) => target.startsWith(`${upper}/`)))
+        .map((target) => `${path.relative(cpp, file)} -> ${target}`),
+    );
+    expect(offenders).toEqual([]);
+  });
+});
+
+test('every source lives in a layer folder', () => {
+  const stray = fs
+    .readdirSync(cpp, { withFileTypes: true })
+    .filter((entry) => entry.isFile())
+    .map((entry) => entry.name);
+  expect(stray).toEqual([]);
+  const folders = fs
+    .readdirSync(cpp, { withFileTypes: true })
+    .filter((entry) => entry.isDirectory())
+    .map((entry) => entry.name)
+    .sort();
+  expect(folders).toEqual([...lowerLayers, ...upperLayers].sort());
 });

@@ -1,7 +1,7 @@
 #include "loss/bootstrapped_ce.h"
 
-#include "loss/fused_ce_cpu.h"
-#include "loss/select.h"
+#include "loss/fused/fused_ce_cpu.h"
+#include "loss/pool_select.h"
 
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <torch/nn/functional/loss.h>

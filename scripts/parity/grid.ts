@@ -265,7 +265,7 @@ function drawSpec(rng: Rng, id: number, maxInputElements: number): CaseSpec {
   return rng.chance(0.15) ? seedCompatible(rng, spec) : spec;
 }
 
-/** Whether the fused CPU kernel covers this configuration (cpp/loss/fused_ce_cpu.h, FusedApplies). */
+/** Whether the fused CPU kernel covers this configuration (cpp/loss/fused/fused_ce_cpu.h, FusedApplies). */
 export function fusedApplies(spec: CaseSpec): boolean {
   return (
     spec.loss === 'ce' &&

@@ -1,6 +1,6 @@
 #include "loss/fused/gradient_buffer.h"
 
-#include "cpu_allocator.h"
+#include "runtime/cpu_allocator.h"
 
 #include <ATen/ATen.h>
 
@@ -29,7 +29,7 @@ void AdviseHugePages(void* data, size_t bytes) {
 
 // The gradient buffer: uninitialised, every element is written by ComputeGradient. Gradients of 32 MiB and more
 // come from the addon's CPU allocator as blocks advised when they were mapped and kept for reuse once freed
-// (cpu_allocator.cc), so a reused block needs no system call. The advice covers smaller ones from the malloc heap,
+// (runtime/cpu_allocator.cc), so a reused block needs no system call. The advice covers smaller ones from the malloc heap,
 // and buffers from LibTorch's own allocator (BOOTSTRAPPED_CE_CPU_ALLOCATOR=default).
 at::Tensor EmptyLike(const at::Tensor& input) {
   at::Tensor buffer = at::empty(input.sizes(), input.options());

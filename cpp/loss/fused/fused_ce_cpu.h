@@ -7,7 +7,7 @@
 #pragma once
 
 #include "loss/bootstrapped_ce.h"
-#include "loss/select.h"
+#include "loss/pool_select.h"
 
 #include <ATen/core/Tensor.h>
 

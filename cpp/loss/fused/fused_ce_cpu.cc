@@ -1,6 +1,6 @@
 // Fused CPU bootstrapped cross-entropy: the autograd node and the entry point. See fused_ce_cpu.h for what it
-// covers and the shared performance notes (shared/notes/performance-notes.md) section 3 for the design. The
-// passes live in cpp/loss/fused/, for an input viewed as (N, C, S), P = N * S pixels:
+// covers and docs/performance.md for the design and its measurements. The
+// passes live beside it in cpp/loss/fused/, for an input viewed as (N, C, S), P = N * S pixels:
 //   forward.cc          pass 1: per pixel max, sum of exp and loss = w[y] * ((max - x[y]) + log(sum)), into a
 //                       P-float vector; the valid and out-of-range labels are counted (no separate pass over the
 //                       labels), and a histogram of the top 16 bits of each valid loss's order-preserving key kept;
@@ -9,14 +9,15 @@
 //                       and ties not taken are overwritten as ignored, so "selected" is Key(loss) >= the k-th key;
 //   backward.cc         reads every logit once more, recomputes softmax for the selected pixels only and writes
 //                       (softmax - onehot) * scale for them and zeros elsewhere;
-//   gradient_buffer.cc  the gradient's memory (huge pages requested; large blocks are reused by cpu_allocator.cc);
+//   gradient_buffer.cc  the gradient's memory (huge pages requested; large blocks are reused by
+//                       runtime/cpu_allocator.cc);
 //   layout.h, math.h, parallel.h: runs and blocks of pixels, exp/log/keys, threads.
 // Saved for backward: the input, target and weight (references, no copies) and the loss vector. Pools under
 // 65536 pixels select with nth_element instead of the histogram. Work is split over at::get_num_threads()
 // std::threads (see ParallelFor for why not at::parallel_for). Extra memory: 4P bytes (the loss vector, kept for
 // backward) and the candidate list (8 bytes per pixel in the k-th loss's bucket, usually a small fraction);
 // backward the gradient.
-#include "loss/fused_ce_cpu.h"
+#include "loss/fused/fused_ce_cpu.h"
 
 #include "loss/fused/backward.h"
 #include "loss/fused/forward.h"

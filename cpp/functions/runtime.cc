@@ -1,9 +1,9 @@
-#include "runtime.h"
+#include "functions/runtime.h"
 
-#include "addon_data.h"
-#include "convert.h"
-#include "cpu_allocator.h"
-#include "errors.h"
+#include "napi/addon_data.h"
+#include "napi/convert.h"
+#include "runtime/cpu_allocator.h"
+#include "napi/errors.h"
 #include "loss/cpu_dispatch.h"
 
 #include <ATen/Parallel.h>

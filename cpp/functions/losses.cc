@@ -1,9 +1,9 @@
-#include "loss_binding.h"
+#include "functions/losses.h"
 
-#include "convert.h"
-#include "errors.h"
+#include "napi/convert.h"
+#include "napi/errors.h"
 #include "loss/bootstrapped_ce.h"
-#include "tensor_handle.h"
+#include "objects/tensor_handle.h"
 
 namespace bce {
 namespace {

@@ -1,4 +1,4 @@
-#include "loss/select.h"
+#include "loss/pool_select.h"
 
 #include "loss/cpu_dispatch.h"
 

@@ -1,9 +1,9 @@
 // Tensor factories: from JavaScript data, zeros/ones/randn/randint, and the global seed.
-#include "factories.h"
+#include "functions/factories.h"
 
-#include "convert.h"
-#include "errors.h"
-#include "tensor_handle.h"
+#include "napi/convert.h"
+#include "napi/errors.h"
+#include "objects/tensor_handle.h"
 
 #include <ATen/ATen.h>
 

@@ -1,7 +1,7 @@
 // ModuleHandle: the native object behind a JavaScript jit.Module. It owns one TorchScript module
 // (torch::jit::Module) loaded from a file; its parameters are handed out as TensorHandles that share the
 // module's tensors, so an optimizer built on them trains the module in place. Also registers noGrad(fn).
-// <torch/script.h> is included only by jit_module.cc.
+// <torch/script.h> is included only by module_handle.cc.
 #pragma once
 
 #include <napi.h>

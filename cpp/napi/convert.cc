@@ -1,6 +1,6 @@
-#include "convert.h"
+#include "napi/convert.h"
 
-#include "errors.h"
+#include "napi/errors.h"
 
 #include <torch/cuda.h>
 

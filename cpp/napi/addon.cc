@@ -2,13 +2,13 @@
 // and in any number of worker threads.
 #include <napi.h>
 
-#include "addon_data.h"
-#include "factories.h"
-#include "jit_module.h"
-#include "loss_binding.h"
-#include "optimizer.h"
-#include "runtime.h"
-#include "tensor_handle.h"
+#include "napi/addon_data.h"
+#include "functions/factories.h"
+#include "objects/module_handle.h"
+#include "functions/losses.h"
+#include "objects/optimizer_handle.h"
+#include "functions/runtime.h"
+#include "objects/tensor_handle.h"
 
 namespace {
 

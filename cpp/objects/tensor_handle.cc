@@ -1,9 +1,9 @@
-#include "tensor_handle.h"
+#include "objects/tensor_handle.h"
 
-#include "addon_data.h"
-#include "convert.h"
-#include "errors.h"
-#include "tagged_method.h"
+#include "napi/addon_data.h"
+#include "napi/convert.h"
+#include "napi/errors.h"
+#include "napi/tagged_method.h"
 
 #include <ATen/ATen.h>
 

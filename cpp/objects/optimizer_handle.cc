@@ -1,9 +1,9 @@
-#include "optimizer.h"
+#include "objects/optimizer_handle.h"
 
-#include "convert.h"
-#include "errors.h"
-#include "tensor_handle.h"
-#include "tagged_method.h"
+#include "napi/convert.h"
+#include "napi/errors.h"
+#include "objects/tensor_handle.h"
+#include "napi/tagged_method.h"
 
 #include <torch/optim.h>
 

@@ -1,9 +1,9 @@
-#include "jit_module.h"
+#include "objects/module_handle.h"
 
-#include "convert.h"
-#include "errors.h"
-#include "tensor_handle.h"
-#include "tagged_method.h"
+#include "napi/convert.h"
+#include "napi/errors.h"
+#include "objects/tensor_handle.h"
+#include "napi/tagged_method.h"
 
 #include <torch/script.h>
 

@@ -118,7 +118,8 @@ export class Module {
   /** Saves the module (code and current parameters) as TorchScript, loadable by `jit.load` and `torch.jit.load`. */
   save(path: string): void {
     this.live();
-    if (typeof path !== 'string' || path.length === 0) throw new TypeError(`path must be a non-empty string, got ${describe(path)}`);
+    if (typeof path !== 'string' || path.length === 0)
+      throw new TypeError(`path must be a non-empty string, got ${describe(path)}`);
     this.native.save(path);
   }
 
@@ -152,7 +153,8 @@ export class Module {
 
 /** Loads a TorchScript module saved by PyTorch (`torch.jit.save`) or by `Module.save`. */
 export function load(path: string, options?: LoadOptions): Module {
-  if (typeof path !== 'string' || path.length === 0) throw new TypeError(`path must be a non-empty string, got ${describe(path)}`);
+  if (typeof path !== 'string' || path.length === 0)
+    throw new TypeError(`path must be a non-empty string, got ${describe(path)}`);
   const o = checkOptions<LoadOptions>(options, 'options', optionNames<LoadOptions>({ device: true }));
   const device = o.device === undefined ? 'cpu' : checkDevice(o.device, 'device');
   checkCudaAvailable(device);
@@ -168,7 +170,9 @@ export function noGrad<T>(fn: () => T): T {
   if (typeof fn !== 'function') throw new TypeError(`fn must be a function, got ${describe(fn)}`);
   const result = training.noGrad(fn);
   if (result !== null && typeof (result as { then?: unknown })?.then === 'function') {
-    throw new TypeError('noGrad(fn) needs a synchronous fn: it returned a Promise, whose work would run with gradients on');
+    throw new TypeError(
+      'noGrad(fn) needs a synchronous fn: it returned a Promise, whose work would run with gradients on',
+    );
   }
   return result;
 }
@@ -177,4 +181,3 @@ export function noGrad<T>(fn: () => T): T {
 export function isGradEnabled(): boolean {
   return training.isGradEnabled();
 }
-

@@ -6,7 +6,16 @@ import { DType, INDEX_DTYPES, isFloating } from './dtype';
 import { native, NativeHandle, NativeLossResult, NativeReduction } from './native';
 import { Warmup, effectiveP } from './schedules';
 import { Tensor, checkTensor, isTensor } from './tensor';
-import { checkBoolean, checkInteger, checkNumber, checkOneOf, checkOptions, describe, optionNames, sameShape } from './validate';
+import {
+  checkBoolean,
+  checkInteger,
+  checkNumber,
+  checkOneOf,
+  checkOptions,
+  describe,
+  optionNames,
+  sameShape,
+} from './validate';
 
 /** How the selected losses are reduced: a name, or a function of the 1-D tensor of selected losses. */
 export type Reduction = 'mean' | 'sum' | 'none' | ((selected: Tensor) => Tensor);
@@ -28,7 +37,12 @@ export interface CrossEntropyOptions {
 
 const COMMON_OPTIONS = { warmup: true, reduction: true, perSample: true, checkFinite: true } as const;
 /** The option names of each loss: anything else is refused (validate.ts, checkOptions). */
-const CROSS_ENTROPY_OPTIONS = optionNames<CrossEntropyOptions>({ weight: true, ignoreIndex: true, labelSmoothing: true, reduction: true });
+const CROSS_ENTROPY_OPTIONS = optionNames<CrossEntropyOptions>({
+  weight: true,
+  ignoreIndex: true,
+  labelSmoothing: true,
+  reduction: true,
+});
 export const BOOTSTRAPPED_CROSS_ENTROPY_OPTIONS = optionNames<BootstrappedCrossEntropyOptions>({
   ...COMMON_OPTIONS,
   weight: true,
@@ -37,7 +51,11 @@ export const BOOTSTRAPPED_CROSS_ENTROPY_OPTIONS = optionNames<BootstrappedCrossE
   impl: true,
 });
 // posWeight is known to both binary forms, so that the one without logits can say it applies to the other only.
-const BOOTSTRAPPED_BINARY_OPTIONS = optionNames<BootstrappedBinaryWithLogitsOptions>({ ...COMMON_OPTIONS, weight: true, posWeight: true });
+const BOOTSTRAPPED_BINARY_OPTIONS = optionNames<BootstrappedBinaryWithLogitsOptions>({
+  ...COMMON_OPTIONS,
+  weight: true,
+  posWeight: true,
+});
 
 /** Options of the bootstrapped losses' common part. */
 export interface BootstrappedCommonOptions {
@@ -129,7 +147,8 @@ function checkCrossEntropyArgs(
   checkSameDevice(t, x, 'target');
   const shape = x.sizes;
   if (isFloating(t.dtype)) {
-    if (t.dtype !== x.dtype) throw new TypeError(`probability target must have the input's dtype ${x.dtype}, got ${t.dtype}`);
+    if (t.dtype !== x.dtype)
+      throw new TypeError(`probability target must have the input's dtype ${x.dtype}, got ${t.dtype}`);
     if (!sameShape(t.sizes, shape)) {
       throw new RangeError(`probability target must have the input's shape [${shape}], got [${t.shape}]`);
     }
@@ -144,7 +163,8 @@ function checkCrossEntropyArgs(
   }
   const ignoreIndex = o.ignoreIndex === undefined ? -100 : checkInteger(o.ignoreIndex, 'ignoreIndex');
   const labelSmoothing = o.labelSmoothing === undefined ? 0 : checkNumber(o.labelSmoothing, 'labelSmoothing');
-  if (labelSmoothing < 0 || labelSmoothing > 1) throw new RangeError(`labelSmoothing must be in [0, 1], got ${labelSmoothing}`);
+  if (labelSmoothing < 0 || labelSmoothing > 1)
+    throw new RangeError(`labelSmoothing must be in [0, 1], got ${labelSmoothing}`);
   let weight;
   if (o.weight !== undefined) {
     const w = checkTensor(o.weight, 'weight');
@@ -212,7 +232,11 @@ function finiteCheckValue(loss: Tensor): number {
   return value;
 }
 
-function commonOptions(o: Partial<BootstrappedCommonOptions>): { reduction: Reduction; perSample: boolean; checkFinite: boolean } {
+function commonOptions(o: Partial<BootstrappedCommonOptions>): {
+  reduction: Reduction;
+  perSample: boolean;
+  checkFinite: boolean;
+} {
   return {
     reduction: checkReduction(o.reduction),
     perSample: o.perSample === undefined ? false : checkBoolean(o.perSample, 'perSample'),
@@ -291,7 +315,8 @@ function binary(
   checkFloatingInput(x, 1);
   checkSameDevice(t, x, 'target');
   if (t.dtype !== x.dtype) throw new TypeError(`target must have the input's dtype ${x.dtype}, got ${t.dtype}`);
-  if (!sameShape(t.sizes, x.sizes)) throw new RangeError(`target must have the input's shape [${x.shape}], got [${t.shape}]`);
+  if (!sameShape(t.sizes, x.sizes))
+    throw new RangeError(`target must have the input's shape [${x.shape}], got [${t.shape}]`);
   const extra = (name: 'weight' | 'posWeight') => {
     if (o[name] === undefined) return undefined;
     const w = checkTensor(o[name], name);
@@ -309,7 +334,17 @@ function binary(
   return finish(
     (nativeReduction) =>
       withStats(
-        native.bootstrappedBinaryCrossEntropy(x.handle, t.handle, weight, posWeight, thisP, nativeReduction, perSample, withLogits, stats),
+        native.bootstrappedBinaryCrossEntropy(
+          x.handle,
+          t.handle,
+          weight,
+          posWeight,
+          thisP,
+          nativeReduction,
+          perSample,
+          withLogits,
+          stats,
+        ),
       ),
     reduction,
     thisP,

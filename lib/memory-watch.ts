@@ -18,9 +18,12 @@ function initialThreshold(): number {
   if (value === undefined || value === '') return DEFAULT_THRESHOLD;
   const bytes = Number(value);
   if (Number.isFinite(bytes) && bytes >= 0) return bytes;
-  process.emitWarning(`BOOTSTRAPPED_CE_MEMORY_WARNING_BYTES=${JSON.stringify(value)} is not a number of bytes; ignored (1 GiB applies)`, {
-    code: 'BOOTSTRAPPED_CE_ENV',
-  });
+  process.emitWarning(
+    `BOOTSTRAPPED_CE_MEMORY_WARNING_BYTES=${JSON.stringify(value)} is not a number of bytes; ignored (1 GiB applies)`,
+    {
+      code: 'BOOTSTRAPPED_CE_ENV',
+    },
+  );
   return DEFAULT_THRESHOLD;
 }
 
@@ -34,7 +37,7 @@ export function noteTensorCreated(): void {
   process.emitWarning(
     `${tensors} live tensors hold ${gib(bytes)} of native memory (warning threshold ${gib(threshold)}). Tensors ` +
       'that JavaScript no longer references are freed only after the event loop turns, so a synchronous loop ' +
-      'keeps every step\'s tensors. Scope each step with trainStep(() => { ... }) or tidy(), call dispose() on ' +
+      "keeps every step's tensors. Scope each step with trainStep(() => { ... }) or tidy(), call dispose() on " +
       'tensors you are done with, or await something once per step. See "Memory" in the README.',
     { code: 'BOOTSTRAPPED_CE_MEMORY' },
   );

@@ -30,7 +30,9 @@ export class BootstrappedCrossEntropy {
 
   constructor(p: number, options?: BootstrappedCrossEntropyOptions) {
     this.p = checkFraction(p, 'p');
-    this.options = Object.freeze({ ...checkOptions<BootstrappedCrossEntropyOptions>(options, 'options', BOOTSTRAPPED_CROSS_ENTROPY_OPTIONS) });
+    this.options = Object.freeze({
+      ...checkOptions<BootstrappedCrossEntropyOptions>(options, 'options', BOOTSTRAPPED_CROSS_ENTROPY_OPTIONS),
+    });
   }
 
   /** The iteration the next forward() call uses (the number of calls so far). */
@@ -112,7 +114,12 @@ export class BootstrappedCE {
   private readonly lossOptions: BootstrappedCrossEntropyOptions;
 
   constructor(options?: BootstrappedCEOptions) {
-    const { startWarm = 20000, endWarm = 70000, topP = 0.15, ...rest } = checkOptions<BootstrappedCEOptions>(options, 'options', BOOTSTRAPPED_CE_OPTIONS);
+    const {
+      startWarm = 20000,
+      endWarm = 70000,
+      topP = 0.15,
+      ...rest
+    } = checkOptions<BootstrappedCEOptions>(options, 'options', BOOTSTRAPPED_CE_OPTIONS);
     this.startWarm = checkNumber(startWarm, 'startWarm');
     this.endWarm = checkNumber(endWarm, 'endWarm');
     this.topP = checkFraction(topP, 'topP');

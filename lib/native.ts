@@ -189,7 +189,10 @@ function ldSoConfDirs(file = '/etc/ld.so.conf', depth = 0): string[] {
       const suffix = path.basename(pattern).replace(/^\*/, '');
       let names: string[] = [];
       try {
-        names = fs.readdirSync(folder).filter((name) => name.endsWith(suffix)).sort();
+        names = fs
+          .readdirSync(folder)
+          .filter((name) => name.endsWith(suffix))
+          .sort();
       } catch {
         // no include folder
       }
@@ -340,13 +343,17 @@ function prebuildCandidates(): { file: string; record: LibTorchRecord | undefine
   const folder = path.join(packageRoot, 'prebuilds', `${process.platform}-${process.arch}`);
   let names: string[];
   try {
-    names = fs.readdirSync(folder).filter((name) => name.endsWith('.node')).sort();
+    names = fs
+      .readdirSync(folder)
+      .filter((name) => name.endsWith('.node'))
+      .sort();
   } catch {
     return [];
   }
   const index = readJson(path.join(folder, RECORD_NAME));
   const records = index?.prebuilds ?? (index ? [index] : []);
-  const recordOf = (name: string) => records.find((r) => r.binary === name) ?? (records.length === 1 && !records[0].binary ? records[0] : undefined);
+  const recordOf = (name: string) =>
+    records.find((r) => r.binary === name) ?? (records.length === 1 && !records[0].binary ? records[0] : undefined);
   const listed = records.map((r) => r.binary).filter((n): n is string => !!n && names.includes(n));
   const candidates = [...listed, ...names.filter((n) => !listed.includes(n))].map((name) => ({
     file: path.join(folder, name),
@@ -357,7 +364,14 @@ function prebuildCandidates(): { file: string; record: LibTorchRecord | undefine
   const fromEnv = libraryPathDirs();
   const onLibraryPath = (record: LibTorchRecord | undefined) => {
     const cpuLib = (record?.needed ?? []).find((l) => /torch_cpu/.test(l));
-    return !!cpuLib && fromEnv.some((dir) => fs.existsSync(path.join(dir, cpuLib)) && installedVersion(dir, cpuLib)?.startsWith(`${majorMinor(record?.version)}.`));
+    return (
+      !!cpuLib &&
+      fromEnv.some(
+        (dir) =>
+          fs.existsSync(path.join(dir, cpuLib)) &&
+          installedVersion(dir, cpuLib)?.startsWith(`${majorMinor(record?.version)}.`),
+      )
+    );
   };
   const first = new Set(candidates.filter((c) => onLibraryPath(c.record)));
   return [...first, ...candidates.filter((c) => !first.has(c))];
@@ -389,7 +403,9 @@ function describeFailure(attempts: Attempt[]): string {
   const lines = [
     'bootstrapped-ce: could not load the native addon.',
     'Tried:',
-    ...(attempts.length ? attempts.map((a) => `  - ${a.file} (${a.how}): ${a.error}`) : ['  - nothing: no binary found']),
+    ...(attempts.length
+      ? attempts.map((a) => `  - ${a.file} (${a.how}): ${a.error}`)
+      : ['  - nothing: no binary found']),
   ];
   if (missing) {
     const mm = /\.so\.(\d+\.\d+)/.exec(missing)?.[1];
@@ -398,7 +414,9 @@ function describeFailure(attempts: Attempt[]): string {
       mm === '1.13'
         ? '  Get it: `sudo apt-get install libtorch-dev` (Debian 12 / Ubuntu 23.04+: LibTorch 1.13); or a PyTorch install /'
         : '  Get it: a PyTorch install or an unpacked LibTorch (pytorch.org) of that version and flavour,',
-      mm === '1.13' ? '  an unpacked LibTorch of that version, with its lib folder on LD_LIBRARY_PATH' : '  with its lib folder on LD_LIBRARY_PATH',
+      mm === '1.13'
+        ? '  an unpacked LibTorch of that version, with its lib folder on LD_LIBRARY_PATH'
+        : '  with its lib folder on LD_LIBRARY_PATH',
       `  (e.g. export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__))')/lib).`,
     );
   }
@@ -436,6 +454,7 @@ function load(): { addon: NativeAddon; file: string } {
   if (explicit && !prebuildsOnly) {
     const file = path.resolve(explicit);
     try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- a .node file loads only through require
       return { addon: require(file) as NativeAddon, file };
     } catch (error) {
       attempts.push({ file, how: 'BOOTSTRAPPED_CE_BINARY', error: message(error) });
@@ -449,6 +468,7 @@ function load(): { addon: NativeAddon; file: string } {
         continue;
       }
       try {
+        // eslint-disable-next-line @typescript-eslint/no-require-imports -- a .node file loads only through require
         return { addon: require(file) as NativeAddon, file };
       } catch (error) {
         attempts.push({ file, how: 'prebuild', error: message(error) });
@@ -511,7 +531,10 @@ const ENVIRONMENT_CHOICES: Record<string, readonly string[]> = {
 for (const [name, choices] of Object.entries(ENVIRONMENT_CHOICES)) {
   const value = process.env[name];
   if (value === undefined || value === '' || choices.includes(value)) continue;
-  process.emitWarning(`${name}=${JSON.stringify(value)} is not one of ${choices.map((c) => `'${c}'`).join(', ')}; ignored (the default applies)`, {
-    code: 'BOOTSTRAPPED_CE_ENV',
-  });
+  process.emitWarning(
+    `${name}=${JSON.stringify(value)} is not one of ${choices.map((c) => `'${c}'`).join(', ')}; ignored (the default applies)`,
+    {
+      code: 'BOOTSTRAPPED_CE_ENV',
+    },
+  );
 }

@@ -24,9 +24,11 @@ interface NativeOptimizer {
 
 type Kind = 'sgd' | 'adam' | 'adamw';
 
-const NativeOptimizerClass = (native as unknown as {
-  OptimizerHandle: new (kind: Kind, params: NativeHandle[], options: Record<string, unknown>) => NativeOptimizer;
-}).OptimizerHandle;
+const NativeOptimizerClass = (
+  native as unknown as {
+    OptimizerHandle: new (kind: Kind, params: NativeHandle[], options: Record<string, unknown>) => NativeOptimizer;
+  }
+).OptimizerHandle;
 
 /** Options of `SGD` (PyTorch's `torch.optim.SGD`). */
 export interface SGDOptions {
@@ -84,13 +86,29 @@ export interface OptimizerStateDict {
   state: (ParamState | null)[];
 }
 
-const SGD_OPTIONS = optionNames<SGDOptions>({ lr: true, momentum: true, dampening: true, weightDecay: true, nesterov: true });
+const SGD_OPTIONS = optionNames<SGDOptions>({
+  lr: true,
+  momentum: true,
+  dampening: true,
+  weightDecay: true,
+  nesterov: true,
+});
 const ADAM_OPTIONS = optionNames<AdamOptions>({ lr: true, betas: true, eps: true, weightDecay: true, amsgrad: true });
 const STATE_DICT_NAMES = optionNames<OptimizerStateDict>({ kind: true, options: true, state: true });
-const PARAM_STATE_NAMES = optionNames<ParamState>({ momentumBuffer: true, step: true, expAvg: true, expAvgSq: true, maxExpAvgSq: true });
+const PARAM_STATE_NAMES = optionNames<ParamState>({
+  momentumBuffer: true,
+  step: true,
+  expAvg: true,
+  expAvgSq: true,
+  maxExpAvgSq: true,
+});
 
 function checkParams(params: unknown): Tensor[] {
-  if (params === null || typeof params !== 'object' || typeof (params as Iterable<unknown>)[Symbol.iterator] !== 'function') {
+  if (
+    params === null ||
+    typeof params !== 'object' ||
+    typeof (params as Iterable<unknown>)[Symbol.iterator] !== 'function'
+  ) {
     throw new TypeError(`params must be an array of Tensors (e.g. module.parameters()), got ${describe(params)}`);
   }
   const list = Array.from(params as Iterable<unknown>);
@@ -100,7 +118,8 @@ function checkParams(params: unknown): Tensor[] {
     const t = checkTensor(p, `params[${i}]`);
     if (!isFloating(t.dtype)) throw new TypeError(`params[${i}] must be a floating-point tensor, got ${t.dtype}`);
     // The same tensor twice would share its state and be updated twice per step.
-    if (seen.has(t)) throw new RangeError(`params[${i}] is the same Tensor as params[${seen.get(t)}]; pass each parameter once`);
+    if (seen.has(t))
+      throw new RangeError(`params[${i}] is the same Tensor as params[${seen.get(t)}]; pass each parameter once`);
     seen.set(t, i);
     return t;
   });
@@ -119,7 +138,8 @@ function checkPositive(value: unknown, name: string): number {
 }
 
 function checkBetas(value: unknown): [number, number] {
-  if (!Array.isArray(value) || value.length !== 2) throw new TypeError(`betas must be an array [beta1, beta2], got ${describe(value)}`);
+  if (!Array.isArray(value) || value.length !== 2)
+    throw new TypeError(`betas must be an array [beta1, beta2], got ${describe(value)}`);
   return value.map((b, i) => {
     const n = checkNumber(b, `betas[${i}]`);
     if (n < 0 || n >= 1) throw new RangeError(`betas[${i}] must be in [0, 1), got ${n}`);
@@ -131,10 +151,14 @@ function checkSGDOptions(options: unknown, all: boolean): Partial<Required<SGDOp
   const o = checkOptions<SGDOptions>(options, 'options', SGD_OPTIONS);
   const out: Partial<Required<SGDOptions>> = {};
   if (all || o.lr !== undefined) out.lr = checkPositive(o.lr, 'lr');
-  if (all || o.momentum !== undefined) out.momentum = o.momentum === undefined ? 0 : checkNonNegative(o.momentum, 'momentum');
-  if (all || o.dampening !== undefined) out.dampening = o.dampening === undefined ? 0 : checkNonNegative(o.dampening, 'dampening');
-  if (all || o.weightDecay !== undefined) out.weightDecay = o.weightDecay === undefined ? 0 : checkNonNegative(o.weightDecay, 'weightDecay');
-  if (all || o.nesterov !== undefined) out.nesterov = o.nesterov === undefined ? false : checkBoolean(o.nesterov, 'nesterov');
+  if (all || o.momentum !== undefined)
+    out.momentum = o.momentum === undefined ? 0 : checkNonNegative(o.momentum, 'momentum');
+  if (all || o.dampening !== undefined)
+    out.dampening = o.dampening === undefined ? 0 : checkNonNegative(o.dampening, 'dampening');
+  if (all || o.weightDecay !== undefined)
+    out.weightDecay = o.weightDecay === undefined ? 0 : checkNonNegative(o.weightDecay, 'weightDecay');
+  if (all || o.nesterov !== undefined)
+    out.nesterov = o.nesterov === undefined ? false : checkBoolean(o.nesterov, 'nesterov');
   return out;
 }
 
@@ -147,7 +171,8 @@ function checkAdamOptions(options: unknown, all: boolean, defaultWeightDecay: nu
   if (all || o.weightDecay !== undefined) {
     out.weightDecay = o.weightDecay === undefined ? defaultWeightDecay : checkNonNegative(o.weightDecay, 'weightDecay');
   }
-  if (all || o.amsgrad !== undefined) out.amsgrad = o.amsgrad === undefined ? false : checkBoolean(o.amsgrad, 'amsgrad');
+  if (all || o.amsgrad !== undefined)
+    out.amsgrad = o.amsgrad === undefined ? false : checkBoolean(o.amsgrad, 'amsgrad');
   return out;
 }
 
@@ -165,7 +190,11 @@ export abstract class Optimizer {
   /** @internal */
   protected constructor(kind: Kind, params: Tensor[], options: Record<string, unknown>) {
     this.params = Object.freeze(params.slice());
-    this.native = new NativeOptimizerClass(kind, params.map((p) => p.handle), options);
+    this.native = new NativeOptimizerClass(
+      kind,
+      params.map((p) => p.handle),
+      options,
+    );
   }
 
   /** What `console.log` shows: the kind, its hyperparameters and the parameter count. */
@@ -221,11 +250,14 @@ export abstract class Optimizer {
    */
   loadStateDict(stateDict: OptimizerStateDict): void {
     const sd = checkOptions<OptimizerStateDict>(stateDict, 'stateDict', STATE_DICT_NAMES);
-    if (sd.kind !== this.kind) throw new TypeError(`stateDict.kind is ${describe(sd.kind)} but this optimizer is '${this.kind}'`);
+    if (sd.kind !== this.kind)
+      throw new TypeError(`stateDict.kind is ${describe(sd.kind)} but this optimizer is '${this.kind}'`);
     const options = this.kind === 'sgd' ? checkSGDOptions(sd.options, false) : checkAdamOptions(sd.options, false, 0);
     if (!Array.isArray(sd.state)) throw new TypeError(`stateDict.state must be an array, got ${describe(sd.state)}`);
     if (sd.state.length !== this.params.length) {
-      throw new RangeError(`stateDict.state has ${sd.state.length} entries but this optimizer has ${this.params.length} parameters`);
+      throw new RangeError(
+        `stateDict.state has ${sd.state.length} entries but this optimizer has ${this.params.length} parameters`,
+      );
     }
     const entries = sd.state.map((entry, i) => {
       if (entry === null || entry === undefined) return null;
@@ -234,7 +266,8 @@ export abstract class Optimizer {
       if (this.kind !== 'sgd') {
         out.step = checkInteger(e.step, `stateDict.state[${i}].step`, 0);
         for (const key of ['expAvg', 'expAvgSq'] as const) {
-          if (!isTensor(e[key])) throw new TypeError(`stateDict.state[${i}].${key} must be a Tensor, got ${describe(e[key])}`);
+          if (!isTensor(e[key]))
+            throw new TypeError(`stateDict.state[${i}].${key} must be a Tensor, got ${describe(e[key])}`);
         }
       }
       for (const key of STATE_TENSORS) {
@@ -242,7 +275,9 @@ export abstract class Optimizer {
         const t = checkTensor(e[key], `stateDict.state[${i}].${key}`);
         const shape = this.params[i].shape;
         if (!sameShape(t.shape, shape)) {
-          throw new RangeError(`stateDict.state[${i}].${key} has shape [${t.shape}] but params[${i}] has shape [${shape}]`);
+          throw new RangeError(
+            `stateDict.state[${i}].${key} has shape [${t.shape}] but params[${i}] has shape [${shape}]`,
+          );
         }
         out[key] = t.handle;
       }

@@ -32,7 +32,12 @@ function checkRange(startWarm: unknown, endWarm: unknown, startName = 'startWarm
 }
 
 /** Falls from 1 to p between startWarm and endWarm with `shape(t)`, t in [0, 1]; a step when they are equal. */
-function falling(kind: WarmupSchedule['kind'], start: number, end: number, shape: (t: number) => number): WarmupSchedule {
+function falling(
+  kind: WarmupSchedule['kind'],
+  start: number,
+  end: number,
+  shape: (t: number) => number,
+): WarmupSchedule {
   return Object.freeze({
     kind,
     startWarm: start,
@@ -85,7 +90,9 @@ export function effectiveP(p: number, iteration: number, warmup?: Warmup): numbe
   } else if (isSchedule(warmup)) {
     value = warmup.at(p, iteration);
   } else {
-    throw new TypeError(`warmup must be a number, a function (p, iteration) => p or a schedule, got ${describe(warmup)}`);
+    throw new TypeError(
+      `warmup must be a number, a function (p, iteration) => p or a schedule, got ${describe(warmup)}`,
+    );
   }
   if (typeof value !== 'number' || !(value > 0 && value <= 1)) {
     throw new RangeError(`warmup returned ${describe(value)} at iteration ${iteration}; expected a number in (0, 1]`);

@@ -8,7 +8,16 @@ import { DTYPES, DType, TypedArray, checkIntegerValues, dtypeOfTypedArray, isFlo
 import { native, NativeHandle } from './native';
 import { noteTensorCreated } from './memory-watch';
 import { track } from './scope';
-import { checkBoolean, checkDevice, checkInteger, checkOneOf, checkOptions, checkShape, describe, optionNames } from './validate';
+import {
+  checkBoolean,
+  checkDevice,
+  checkInteger,
+  checkOneOf,
+  checkOptions,
+  checkShape,
+  describe,
+  optionNames,
+} from './validate';
 
 const TENSOR_TAG = Symbol.for('bootstrapped-ce.Tensor');
 
@@ -52,7 +61,12 @@ export function noteDeviceMove(): void {
 function looksCloned(value: unknown): boolean {
   if (typeof value !== 'object' || value === null) return false;
   const handle = (value as { handle?: unknown }).handle;
-  return typeof handle === 'object' && handle !== null && Object.getPrototypeOf(handle) === Object.prototype && Object.keys(handle).length === 0;
+  return (
+    typeof handle === 'object' &&
+    handle !== null &&
+    Object.getPrototypeOf(handle) === Object.prototype &&
+    Object.keys(handle).length === 0
+  );
 }
 
 /** A scalar or a tensor operand. */
@@ -151,13 +165,15 @@ export class Tensor {
 
   /** The value of a one-element tensor as a number (a boolean for bool tensors). */
   item(): number {
-    if (this.numel !== 1) throw new RangeError(`item() needs a tensor with exactly one element, this one has ${this.numel}`);
+    if (this.numel !== 1)
+      throw new RangeError(`item() needs a tensor with exactly one element, this one has ${this.numel}`);
     return this.handle.item() as number;
   }
 
   /** A copy on another device ('cpu', 'cuda', 'cuda:N') or converted to another dtype. */
   to(target: string): Tensor {
-    if (typeof target !== 'string') throw new TypeError(`to: target must be a device or a dtype name, got ${describe(target)}`);
+    if (typeof target !== 'string')
+      throw new TypeError(`to: target must be a device or a dtype name, got ${describe(target)}`);
     if ((DTYPES as readonly string[]).includes(target)) return new Tensor(this.handle.to(target));
     checkDevice(target, 'device');
     checkCudaAvailable(target);
@@ -210,7 +226,13 @@ export class Tensor {
   backward(gradient?: Tensor | BackwardOptions, options?: BackwardOptions): void {
     let opts = options;
     let grad: Tensor | undefined;
-    if (gradient !== undefined && !isTensor(gradient) && options === undefined && typeof gradient === 'object' && gradient !== null) {
+    if (
+      gradient !== undefined &&
+      !isTensor(gradient) &&
+      options === undefined &&
+      typeof gradient === 'object' &&
+      gradient !== null
+    ) {
       opts = gradient as BackwardOptions;
     } else if (gradient !== undefined) {
       grad = checkTensor(gradient, 'gradient');
@@ -243,7 +265,9 @@ export class Tensor {
   }
 
   toString(): string {
-    return this.isDisposed ? 'Tensor(disposed)' : `Tensor(shape=[${this.shape}], dtype=${this.dtype}, device=${this.device})`;
+    return this.isDisposed
+      ? 'Tensor(disposed)'
+      : `Tensor(shape=[${this.shape}], dtype=${this.dtype}, device=${this.device})`;
   }
 
   /**
@@ -257,8 +281,10 @@ export class Tensor {
     const numel = this.shape.reduce((a, b) => a * b, 1);
     if (numel > PREVIEW_LIMIT) return `${head} (${numel} elements)`;
     const values = Array.from(this.toArray() as ArrayLike<number | bigint>);
-    const show = (v: number | bigint) => (typeof v === 'number' && !Number.isInteger(v) ? String(Number(v.toPrecision(5))) : String(v));
-    const shown = values.length <= 8 ? values.map(show) : [...values.slice(0, 6).map(show), '...', ...values.slice(-2).map(show)];
+    const show = (v: number | bigint) =>
+      typeof v === 'number' && !Number.isInteger(v) ? String(Number(v.toPrecision(5))) : String(v);
+    const shown =
+      values.length <= 8 ? values.map(show) : [...values.slice(0, 6).map(show), '...', ...values.slice(-2).map(show)];
     return `${head} [${shown.join(', ')}]`;
   }
 }
@@ -322,7 +348,8 @@ function resolveOptions(options: unknown, defaultDtype: DType): Resolved {
   const dtype = o.dtype === undefined ? defaultDtype : checkOneOf(o.dtype, 'dtype', DTYPES);
   const device = o.device === undefined ? 'cpu' : checkDevice(o.device, 'device');
   const requiresGrad = o.requiresGrad === undefined ? false : checkBoolean(o.requiresGrad, 'requiresGrad');
-  if (requiresGrad && !isFloating(dtype)) throw new TypeError(`requiresGrad needs a floating-point dtype, got ${dtype}`);
+  if (requiresGrad && !isFloating(dtype))
+    throw new TypeError(`requiresGrad needs a floating-point dtype, got ${dtype}`);
   checkCudaAvailable(device);
   return { dtype, device, requiresGrad };
 }
@@ -344,12 +371,15 @@ function flatten(data: NestedArray): { values: (number | boolean)[]; shape: numb
   const walk = (node: NestedArray, depth: number, where: string): void => {
     if (depth === shape.length) {
       if (typeof node === 'number') booleans = false;
-      else if (typeof node !== 'boolean') throw new TypeError(`data${where} must be a number or boolean, got ${describe(node)}`);
+      else if (typeof node !== 'boolean')
+        throw new TypeError(`data${where} must be a number or boolean, got ${describe(node)}`);
       values.push(node);
       return;
     }
     if (!Array.isArray(node) || node.length !== shape[depth]) {
-      throw new RangeError(`data${where} must be an array of length ${shape[depth]} (nested arrays must be rectangular)`);
+      throw new RangeError(
+        `data${where} must be an array of length ${shape[depth]} (nested arrays must be rectangular)`,
+      );
     }
     node.forEach((child, i) => walk(child, depth + 1, `${where}[${i}]`));
   };
@@ -365,11 +395,15 @@ export function tensor(data: TypedArray | NestedArray, options?: TensorDataOptio
   const shapeOption = checkOptions<TensorDataOptions>(options, 'options', TENSOR_OPTIONS).shape;
   if (ArrayBuffer.isView(data)) {
     if (types.isSharedArrayBuffer(data.buffer)) {
-      throw new TypeError('data must not live in a SharedArrayBuffer (another thread could change it while it is copied); copy it into a plain typed array first');
+      throw new TypeError(
+        'data must not live in a SharedArrayBuffer (another thread could change it while it is copied); copy it into a plain typed array first',
+      );
     }
     const source = dtypeOfTypedArray(data);
     if (source === undefined) {
-      throw new TypeError(`data must be a Float32Array, Float64Array, Int32Array, BigInt64Array, Uint8Array or nested arrays, got ${describe(data)}`);
+      throw new TypeError(
+        `data must be a Float32Array, Float64Array, Int32Array, BigInt64Array, Uint8Array or nested arrays, got ${describe(data)}`,
+      );
     }
     const { dtype, device, requiresGrad } = resolveOptions(options, source);
     const length = (data as TypedArray).length;

@@ -106,7 +106,8 @@ export function checkOptions<T extends object>(value: unknown, name: string, nam
 
 /** A shape: an array of non-negative safe integers whose product is a safe integer. */
 export function checkShape(value: unknown, name: string): number[] {
-  if (!Array.isArray(value)) throw new TypeError(`${name} must be an array of non-negative integers, got ${describe(value)}`);
+  if (!Array.isArray(value))
+    throw new TypeError(`${name} must be an array of non-negative integers, got ${describe(value)}`);
   if (value.length > 16) throw new RangeError(`${name} may have at most 16 dimensions, got ${value.length}`);
   let product = 1;
   value.forEach((size, i) => {

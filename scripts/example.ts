@@ -41,5 +41,7 @@ loss.backward();
 const grad = logits.grad!;
 const nonZeroPixels = (grad.toArray() as Float32Array).filter((g) => g !== 0).length / C;
 console.log(`\nbackward: gradient reaches ${nonZeroPixels} pixels (the k selected ones)`);
-console.log(`plain cross-entropy for comparison: ${bce.crossEntropy(logits, target, { ignoreIndex }).item().toFixed(5)}`);
+console.log(
+  `plain cross-entropy for comparison: ${bce.crossEntropy(logits, target, { ignoreIndex }).item().toFixed(5)}`,
+);
 console.log(`LibTorch ${bce.info().libtorchVersion} from ${bce.info().loadedFrom}`);

@@ -8,6 +8,7 @@
  * Sizes are capped (at most a few thousand elements per tensor) so that no call can make the kernel OOM-kill
  * the process, except a fixed list of giant requests that must fail cleanly. Prints one JSON line at the end.
  */
+import * as path from 'path';
 import { native, NativeHandle } from '../lib/native';
 
 const args = process.argv.slice(2);
@@ -33,7 +34,9 @@ const chance = (p: number): boolean => random() < p;
 
 const DTYPES = ['float32', 'float64', 'float16', 'bfloat16', 'int32', 'int64', 'uint8', 'bool'];
 const DEVICES = ['cpu', 'cpu', 'cpu', 'cuda', 'cuda:0', 'cuda:127', 'cuda:128', 'cuda:x', 'gpu', '', 'CPU'];
+// prettier-ignore
 const NUMBERS = [0, 1, 2, 3, -1, -2, 0.5, 1.5, -0, NaN, Infinity, -Infinity, 2 ** 31, 2 ** 53, 2 ** 63, -(2 ** 53), 1e300, 5e-324, 100, -100];
+// prettier-ignore
 const STRINGS = ['float32', 'int64', 'cpu', 'cuda', 'mean', 'sum', 'none', 'selected', 'auto', 'fused', 'reference', 'x', '', '__proto__'];
 const REDUCTIONS = ['mean', 'sum', 'none', 'selected', 'avg', ''];
 const IMPLS = ['auto', 'fused', 'reference', 'bogus'];
@@ -77,36 +80,61 @@ function shapeArg(): unknown {
 
 function typedArray(length: number): ArrayBufferView {
   switch (int(7)) {
-    case 0: return Float32Array.from({ length }, () => random() * 4 - 2);
-    case 1: return Float64Array.from({ length }, () => pick([random(), NaN, Infinity, -1, 0]));
-    case 2: return Int32Array.from({ length }, () => int(5) - 1);
-    case 3: return BigInt64Array.from({ length }, () => BigInt(int(5) - 1));
-    case 4: return Uint8Array.from({ length }, () => int(3));
-    case 5: return new Int16Array(length);
-    default: return new DataView(new ArrayBuffer(length));
+    case 0:
+      return Float32Array.from({ length }, () => random() * 4 - 2);
+    case 1:
+      return Float64Array.from({ length }, () => pick([random(), NaN, Infinity, -1, 0]));
+    case 2:
+      return Int32Array.from({ length }, () => int(5) - 1);
+    case 3:
+      return BigInt64Array.from({ length }, () => BigInt(int(5) - 1));
+    case 4:
+      return Uint8Array.from({ length }, () => int(3));
+    case 5:
+      return new Int16Array(length);
+    default:
+      return new DataView(new ArrayBuffer(length));
   }
 }
 
 function handle(): unknown {
   if (pool.length > 0 && chance(0.85)) return pick(pool);
   if (disposed.length > 0 && chance(0.5)) return pick(disposed);
-  return pick<unknown>([{}, { handle: {} }, Object.create(null), [], new (native as unknown as { TensorHandle: new () => object }).TensorHandle()]);
+  return pick<unknown>([
+    {},
+    { handle: {} },
+    Object.create(null),
+    [],
+    new (native as unknown as { TensorHandle: new () => object }).TensorHandle(),
+  ]);
 }
 
 function anyValue(depth = 0): unknown {
   switch (int(12)) {
-    case 0: return pick(NUMBERS);
-    case 1: return pick(STRINGS);
-    case 2: return chance(0.5);
-    case 3: return pick([null, undefined]);
-    case 4: return depth < 2 ? Array.from({ length: int(4) }, () => anyValue(depth + 1)) : [];
-    case 5: return typedArray(int(6));
-    case 6: return handle();
-    case 7: return handle();
-    case 8: return smallShape();
-    case 9: return depth < 2 ? lossOptions() : {};
-    case 10: return pick<unknown>([() => 1, Symbol('s'), 10n, new Date(0), /x/]);
-    default: return pick(DTYPES);
+    case 0:
+      return pick(NUMBERS);
+    case 1:
+      return pick(STRINGS);
+    case 2:
+      return chance(0.5);
+    case 3:
+      return pick([null, undefined]);
+    case 4:
+      return depth < 2 ? Array.from({ length: int(4) }, () => anyValue(depth + 1)) : [];
+    case 5:
+      return typedArray(int(6));
+    case 6:
+      return handle();
+    case 7:
+      return handle();
+    case 8:
+      return smallShape();
+    case 9:
+      return depth < 2 ? lossOptions() : {};
+    case 10:
+      return pick<unknown>([() => 1, Symbol('s'), 10n, new Date(0), /x/]);
+    default:
+      return pick(DTYPES);
   }
 }
 
@@ -132,13 +160,40 @@ function matching(role: 'input' | 'target' | 'prob' | 'weight' | 'binary'): unkn
   const { n, c, rest, dtype } = current;
   try {
     switch (role) {
-      case 'input': return keep(native.randn([n, c, ...rest], dtype, 'cpu'));
-      case 'binary': return keep(native.fromData(Float32Array.from({ length: n * c }, () => random()), [n, c], dtype, 'cpu'));
-      case 'prob': return keep(native.fromData(Float32Array.from({ length: n * c * rest.reduce((a, b) => a * b, 1) }, () => random()), [n, c, ...rest], dtype, 'cpu'));
-      case 'weight': return keep(native.fromData(Float32Array.from({ length: c }, () => random() * 2), [c], dtype, 'cpu'));
+      case 'input':
+        return keep(native.randn([n, c, ...rest], dtype, 'cpu'));
+      case 'binary':
+        return keep(
+          native.fromData(
+            Float32Array.from({ length: n * c }, () => random()),
+            [n, c],
+            dtype,
+            'cpu',
+          ),
+        );
+      case 'prob':
+        return keep(
+          native.fromData(
+            Float32Array.from({ length: n * c * rest.reduce((a, b) => a * b, 1) }, () => random()),
+            [n, c, ...rest],
+            dtype,
+            'cpu',
+          ),
+        );
+      case 'weight':
+        return keep(
+          native.fromData(
+            Float32Array.from({ length: c }, () => random() * 2),
+            [c],
+            dtype,
+            'cpu',
+          ),
+        );
       default: {
         const count = n * rest.reduce((a, b) => a * b, 1);
-        const values = BigInt64Array.from({ length: count }, () => BigInt(chance(0.95) ? int(c) : pick([-100, -1, c, 1000])));
+        const values = BigInt64Array.from({ length: count }, () =>
+          BigInt(chance(0.95) ? int(c) : pick([-100, -1, c, 1000])),
+        );
         return keep(native.fromData(values, [n, ...rest], pick(['int64', 'int64', 'int32', 'uint8']), 'cpu'));
       }
     }
@@ -181,21 +236,40 @@ const generators: Record<string, () => unknown[]> = {
   fromData: () => {
     const shape = smallShape();
     const length = shape.reduce((a, b) => a * b, 1);
-    return [chance(0.8) ? typedArray(chance(0.8) ? length : int(6)) : anyValue(), chance(0.9) ? shape : shapeArg(), chance(0.9) ? pick(DTYPES) : anyValue(), chance(0.9) ? pick(DEVICES) : anyValue()];
+    return [
+      chance(0.8) ? typedArray(chance(0.8) ? length : int(6)) : anyValue(),
+      chance(0.9) ? shape : shapeArg(),
+      chance(0.9) ? pick(DTYPES) : anyValue(),
+      chance(0.9) ? pick(DEVICES) : anyValue(),
+    ];
   },
   zeros: () => [shapeArg(), chance(0.9) ? pick(DTYPES) : anyValue(), chance(0.9) ? pick(DEVICES) : anyValue()],
   ones: () => [shapeArg(), chance(0.9) ? pick(DTYPES) : anyValue(), chance(0.9) ? pick(DEVICES) : anyValue()],
   randn: () => [shapeArg(), chance(0.9) ? pick(DTYPES) : anyValue(), chance(0.9) ? pick(DEVICES) : anyValue()],
-  randint: () => [chance(0.8) ? int(5) - 1 : pick(NUMBERS), chance(0.8) ? int(10) : pick(NUMBERS), shapeArg(), chance(0.9) ? pick(DTYPES) : anyValue(), chance(0.9) ? pick(DEVICES) : anyValue()],
+  randint: () => [
+    chance(0.8) ? int(5) - 1 : pick(NUMBERS),
+    chance(0.8) ? int(10) : pick(NUMBERS),
+    shapeArg(),
+    chance(0.9) ? pick(DTYPES) : anyValue(),
+    chance(0.9) ? pick(DEVICES) : anyValue(),
+  ],
   manualSeed: () => [chance(0.7) ? int(1000) : pick(NUMBERS)],
   setNumThreads: () => [chance(0.5) ? pick([1, 2]) : pick([0, -1, 1.5, NaN, Infinity, 4097, 2 ** 53, '2', undefined])],
   bootstrappedCrossEntropy: () => {
     if (chance(0.3)) newProblem();
-    return [chance(0.9) ? matching('input') : handle(), chance(0.9) ? matching(chance(0.85) ? 'target' : 'prob') : handle(), lossOptions()];
+    return [
+      chance(0.9) ? matching('input') : handle(),
+      chance(0.9) ? matching(chance(0.85) ? 'target' : 'prob') : handle(),
+      lossOptions(),
+    ];
   },
   crossEntropy: () => {
     if (chance(0.3)) newProblem();
-    return [chance(0.9) ? matching('input') : handle(), chance(0.9) ? matching(chance(0.85) ? 'target' : 'prob') : handle(), lossOptions()];
+    return [
+      chance(0.9) ? matching('input') : handle(),
+      chance(0.9) ? matching(chance(0.85) ? 'target' : 'prob') : handle(),
+      lossOptions(),
+    ];
   },
   bootstrappedBinaryCrossEntropy: () => {
     if (chance(0.3)) newProblem();
@@ -268,8 +342,14 @@ function call(name: string, fn: () => unknown): void {
 
 const exportsOf = native as unknown as Record<string, unknown>;
 const functions = Object.keys(exportsOf).filter((k) => typeof exportsOf[k] === 'function' && k !== 'TensorHandle');
-stats.unknownExports = functions.filter((k) => !(k in generators) && !['cudaIsAvailable', 'cudaDeviceCount', 'getNumThreads', 'info', 'memory'].includes(k));
-const TensorHandle = exportsOf.TensorHandle as unknown as { new (): NativeHandle; (): unknown; prototype: Record<string, (...a: unknown[]) => unknown> };
+stats.unknownExports = functions.filter(
+  (k) => !(k in generators) && !['cudaIsAvailable', 'cudaDeviceCount', 'getNumThreads', 'info', 'memory'].includes(k),
+);
+const TensorHandle = exportsOf.TensorHandle as unknown as {
+  new (): NativeHandle;
+  (): unknown;
+  prototype: Record<string, (...a: unknown[]) => unknown>;
+};
 
 // Seed the pool with a few valid tensors.
 for (let i = 0; i < 8; i++) keep(native.randn(smallShape(), 'float32', 'cpu'));
@@ -280,8 +360,14 @@ type NativeClass = { prototype: Record<string, (...a: unknown[]) => unknown>; lo
 const ModuleHandle = exportsOf.ModuleHandle as NativeClass;
 const OptimizerHandle = exportsOf.OptimizerHandle as unknown as NativeClass & { new (...a: unknown[]): object };
 const foreign: object[] = [
-  ModuleHandle.load!(require('path').join(__dirname, '..', 'models', 'segnet.pt')) as object,
-  new OptimizerHandle('sgd', [native.randn([2], 'float32', 'cpu')], { lr: 0.1, momentum: 0, dampening: 0, weightDecay: 0, nesterov: false }),
+  ModuleHandle.load!(path.join(__dirname, '..', 'models', 'segnet.pt')) as object,
+  new OptimizerHandle('sgd', [native.randn([2], 'float32', 'cpu')], {
+    lr: 0.1,
+    momentum: 0,
+    dampening: 0,
+    weightDecay: 0,
+    nesterov: false,
+  }),
 ];
 const foreignMethods = [ModuleHandle, OptimizerHandle].flatMap((cls) =>
   Object.getOwnPropertyNames(cls.prototype)
@@ -294,7 +380,11 @@ for (const [name, giantArgs] of GIANT) {
     keepResult((exportsOf[name] as (...a: unknown[]) => unknown)(...giantArgs));
     stats.giant.push(`${name}: returned (unexpected)`);
   } catch (error) {
-    stats.giant.push(`${name}: ${(error as Error).name}: ${String((error as Error).message).split('\n')[0].slice(0, 120)}`);
+    stats.giant.push(
+      `${name}: ${(error as Error).name}: ${String((error as Error).message)
+        .split('\n')[0]
+        .slice(0, 120)}`,
+    );
   }
   stats.calls += 1;
 }
@@ -314,7 +404,12 @@ while (stats.calls < totalCalls) {
   } else if (roll < 0.97) {
     // A module's or optimizer's method on a tensor handle or anything else.
     const { name, fn } = pick(foreignMethods);
-    call(`foreign.${name}`, () => fn.apply(chance(0.7) ? handle() : anyValue(), Array.from({ length: int(3) }, () => anyValue())));
+    call(`foreign.${name}`, () =>
+      fn.apply(
+        chance(0.7) ? handle() : anyValue(),
+        Array.from({ length: int(3) }, () => anyValue()),
+      ),
+    );
   } else {
     // The constructor itself, with and without new.
     call('TensorHandle()', () => (chance(0.5) ? new TensorHandle() : TensorHandle()));

@@ -43,7 +43,11 @@ function hasCmake() {
  * Builds the addon with cmake-js in `outDir` and copies bootstrapped_ce.node and libtorch.json to `releaseDir`.
  * `notes`: extra lines for the failure message (e.g. why the prebuild was not used).
  */
-function buildFromSource({ outDir = path.join(root, 'build', 'cmake-js'), releaseDir = path.join(root, 'build', 'Release'), notes = [] } = {}) {
+function buildFromSource({
+  outDir = path.join(root, 'build', 'cmake-js'),
+  releaseDir = path.join(root, 'build', 'Release'),
+  notes = [],
+} = {}) {
   if (!hasCmake()) {
     fail([
       'CMake was not found, and it is needed to build the native addon.',
@@ -55,7 +59,11 @@ function buildFromSource({ outDir = path.join(root, 'build', 'cmake-js'), releas
   // An explicit LibTorch choice always configures afresh, and so does any change of the choice since the last
   // build in outDir (say LIBTORCH set then, unset now): CMake's cache would otherwise keep the earlier LibTorch.
   const explicit = process.env.LIBTORCH || process.env.Torch_DIR;
-  const choice = JSON.stringify({ LIBTORCH: process.env.LIBTORCH ?? '', Torch_DIR: process.env.Torch_DIR ?? '', PYTHON: process.env.PYTHON ?? '' });
+  const choice = JSON.stringify({
+    LIBTORCH: process.env.LIBTORCH ?? '',
+    Torch_DIR: process.env.Torch_DIR ?? '',
+    PYTHON: process.env.PYTHON ?? '',
+  });
   const choiceFile = path.join(outDir, 'bce-libtorch-choice.json');
   const previous = fs.existsSync(choiceFile) ? fs.readFileSync(choiceFile, 'utf8') : '';
   const fresh = explicit || previous !== choice;
@@ -96,7 +104,8 @@ function prebuildFolder() {
  */
 function checkPrebuild() {
   const loader = path.join(root, 'dist', 'native.js');
-  if (!fs.existsSync(loader)) return { ok: false, reason: `${path.relative(root, loader)} is missing (not a packed package)` };
+  if (!fs.existsSync(loader))
+    return { ok: false, reason: `${path.relative(root, loader)} is missing (not a packed package)` };
   const script = [
     'let m;',
     `try { m = require(${JSON.stringify(loader)}); } catch (e) {`,
@@ -137,10 +146,14 @@ function main() {
   if (!fromSource && prebuildFolder()) {
     const check = checkPrebuild();
     if (check.ok) {
-      process.stdout.write(`bootstrapped-ce: using the prebuild ${path.relative(root, check.file)} (LibTorch ${check.version}); nothing to compile\n`);
+      process.stdout.write(
+        `bootstrapped-ce: using the prebuild ${path.relative(root, check.file)} (LibTorch ${check.version}); nothing to compile\n`,
+      );
       return;
     }
-    process.stdout.write(`bootstrapped-ce: the prebuild cannot be used here, building from source:\n  ${check.reason}\n`);
+    process.stdout.write(
+      `bootstrapped-ce: the prebuild cannot be used here, building from source:\n  ${check.reason}\n`,
+    );
     notes.push(`The bundled prebuild was not usable: ${check.reason}`);
   }
   buildFromSource({ notes });

@@ -31,7 +31,11 @@ function neededLibraries(file) {
   }
   if (process.platform === 'darwin') {
     out = spawnSync('otool', ['-L', file], { encoding: 'utf8' }).stdout || '';
-    return out.split('\n').slice(1).map((line) => path.basename(line.trim().split(' ')[0])).filter(isTorchLib);
+    return out
+      .split('\n')
+      .slice(1)
+      .map((line) => path.basename(line.trim().split(' ')[0]))
+      .filter(isTorchLib);
   }
   return [];
 }
@@ -53,7 +57,8 @@ function flavourBinaryName(record) {
  * that `BCE_TORCH=pypi bash scripts/setup` made.
  */
 function libtorchesPresent() {
-  if (process.env.LIBTORCH || process.env.Torch_DIR) return [{ label: process.env.LIBTORCH || process.env.Torch_DIR, env: {} }];
+  if (process.env.LIBTORCH || process.env.Torch_DIR)
+    return [{ label: process.env.LIBTORCH || process.env.Torch_DIR, env: {} }];
   const found = [];
   for (const dir of ['/usr/lib/x86_64-linux-gnu/cmake/Torch', '/usr/lib/aarch64-linux-gnu/cmake/Torch']) {
     if (fs.existsSync(path.join(dir, 'TorchConfig.cmake'))) found.push({ label: dir, env: { Torch_DIR: dir } });
@@ -71,7 +76,11 @@ function buildFlavour(libtorch) {
   const saved = { LIBTORCH: process.env.LIBTORCH, Torch_DIR: process.env.Torch_DIR };
   Object.assign(process.env, libtorch.env);
   // Its own incremental build folder (scripts/prebuild-node-gyp.js), so flavours do not reconfigure each other.
-  process.env.BCE_PREBUILD_OUT_DIR = path.join(root, 'build-prebuild', libtorch.label.replace(/[^A-Za-z0-9.]+/g, '_').replace(/^_+/, ''));
+  process.env.BCE_PREBUILD_OUT_DIR = path.join(
+    root,
+    'build-prebuild',
+    libtorch.label.replace(/[^A-Za-z0-9.]+/g, '_').replace(/^_+/, ''),
+  );
   const restore = () => {
     for (const [key, value] of Object.entries(saved)) {
       if (value === undefined) delete process.env[key];
@@ -96,14 +105,18 @@ function buildFlavour(libtorch) {
           reject(new Error(`prebuildify failed for ${libtorch.label}: ${err.message || err}`));
           return;
         }
-        const libtorchRecord = JSON.parse(fs.readFileSync(path.join(scratch, 'build', 'Release', 'libtorch.json'), 'utf8'));
+        const libtorchRecord = JSON.parse(
+          fs.readFileSync(path.join(scratch, 'build', 'Release', 'libtorch.json'), 'utf8'),
+        );
         const built = path.join(scratch, 'prebuilds', `${process.platform}-${process.arch}`, `${NAME}.node`);
         const binary = flavourBinaryName(libtorchRecord);
         fs.mkdirSync(folder, { recursive: true });
         fs.copyFileSync(built, path.join(folder, binary));
         const entry = {
           ...libtorchRecord,
-          flavour: libtorchRecord.cuda ? `CUDA${typeof libtorchRecord.cuda === 'string' ? ` ${libtorchRecord.cuda}` : ''}` : 'CPU',
+          flavour: libtorchRecord.cuda
+            ? `CUDA${typeof libtorchRecord.cuda === 'string' ? ` ${libtorchRecord.cuda}` : ''}`
+            : 'CPU',
           needed: neededLibraries(path.join(folder, binary)),
           binary,
           napiVersion: pkg.binary.napi_versions[0],
@@ -125,7 +138,8 @@ function buildFlavour(libtorch) {
 }
 
 async function main() {
-  if (process.env.BCE_PREBUILD_CLEAN === '1') fs.rmSync(path.join(root, 'build-prebuild'), { recursive: true, force: true });
+  if (process.env.BCE_PREBUILD_CLEAN === '1')
+    fs.rmSync(path.join(root, 'build-prebuild'), { recursive: true, force: true });
   fs.rmSync(folder, { recursive: true, force: true });
   const prebuilds = [];
   for (const libtorch of libtorchesPresent()) prebuilds.push(await buildFlavour(libtorch));

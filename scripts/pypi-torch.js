@@ -26,7 +26,8 @@ function pypiTorchDirs() {
   const venvs = new Set();
   if (process.env.BCE_TORCH_VENV) venvs.add(venvDir());
   try {
-    for (const name of fs.readdirSync(cacheDir()).sort()) if (name.startsWith('torch-pypi-')) venvs.add(path.join(cacheDir(), name));
+    for (const name of fs.readdirSync(cacheDir()).sort())
+      if (name.startsWith('torch-pypi-')) venvs.add(path.join(cacheDir(), name));
   } catch {
     // no cache folder yet
   }

@@ -39,12 +39,25 @@ const program = new Command()
   .description('Leak check: create -> loss -> backward -> dispose, N times at 1x19x64x64')
   .option('-n, --iterations <n>', 'iterations', positiveInt, 100000)
   .option('--gc', 'never call dispose(); rely on the garbage collector', false)
-  .option('--train-step', 'never call dispose(); scope each step with trainStep() instead (use with a large --yield-every for a synchronous loop)', false)
+  .option(
+    '--train-step',
+    'never call dispose(); scope each step with trainStep() instead (use with a large --yield-every for a synchronous loop)',
+    false,
+  )
   .option('--report-every <n>', 'print RSS and memory() every n iterations', positiveInt, 10000)
-  .option('--warmup <n>', 'iterations before the RSS baseline is taken (default: 10% of the run, at most 10000)', positiveInt)
+  .option(
+    '--warmup <n>',
+    'iterations before the RSS baseline is taken (default: 10% of the run, at most 10000)',
+    positiveInt,
+  )
   .option('--max-growth <fraction>', 'dispose mode: allowed RSS growth after warm-up', fraction, 0.05)
   .option('--max-gc-growth <fraction>', '--gc mode: allowed max RSS above the post-warm-up RSS', fraction, 0.5)
-  .option('--yield-every <n>', 'await a macrotask every n iterations, as a loop awaiting its data does (native finalizers run there)', positiveInt, 1)
+  .option(
+    '--yield-every <n>',
+    'await a macrotask every n iterations, as a loop awaiting its data does (native finalizers run there)',
+    positiveInt,
+    1,
+  )
   .option('--threads <n>', 'LibTorch intra-op threads', positiveInt)
   .option('--json', 'print the result as JSON on the last line', false);
 
@@ -170,7 +183,9 @@ async function main(): Promise<void> {
     failures.push(`RSS grew ${(growth * 100).toFixed(2)}% after warm-up (limit ${opts.maxGrowth * 100}%)`);
   }
   if (!dispose && maxGrowth >= opts.maxGcGrowth) {
-    failures.push(`max RSS ${(maxGrowth * 100).toFixed(2)}% above the post-warm-up RSS (limit ${opts.maxGcGrowth * 100}%)`);
+    failures.push(
+      `max RSS ${(maxGrowth * 100).toFixed(2)}% above the post-warm-up RSS (limit ${opts.maxGcGrowth * 100}%)`,
+    );
   }
   if (tensorsEnd !== tensorsStart) failures.push(`memory().tensors ended at ${tensorsEnd}, started at ${tensorsStart}`);
 

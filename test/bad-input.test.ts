@@ -68,6 +68,8 @@ function disposeFixtures(): void {
 }
 const step = (options?: bce.BootstrappedCrossEntropyOptions) => bootstrappedCrossEntropy(x, y, 0, 0.5, options);
 
+// A table, one row per case: kept one line per row for reading (prettier would spread each over ten).
+// prettier-ignore
 const rows: Row[] = [
   // ---- tensor factories ----
   { call: "tensor('abc')", what: 'data of the wrong type', name: 'TypeError', message: 'data must be a typed array', run: () => tensor('abc' as never) },
@@ -230,7 +232,10 @@ describe('bad input table', () => {
       expect(e.message).toBe(row.message);
     } else {
       // error.name, not instanceof: errors made natively belong to the main realm, not jest's.
-      expect({ name: e.name, message: e.message }).toEqual({ name: row.name, message: expect.stringContaining(row.message) });
+      expect({ name: e.name, message: e.message }).toEqual({
+        name: row.name,
+        message: expect.stringContaining(row.message),
+      });
     }
     actual.set(i, { name: e.name, message: e.message.split('\n')[0] });
 

@@ -57,7 +57,11 @@ function threadIds(pid: number): number[] {
       for (const tid of threadIds(pid)) expect({ tid, cpus: allowedCpus(pid, tid) }).toEqual({ tid, cpus });
     };
 
-    const one = await worker.request<{ pinned: boolean; cpus: number[]; threads: number }>({ cmd: 'pin', pids: [child.pid], cpus: 1 });
+    const one = await worker.request<{ pinned: boolean; cpus: number[]; threads: number }>({
+      cmd: 'pin',
+      pids: [child.pid],
+      cpus: 1,
+    });
     expect(one.pinned).toBe(true);
     expect(one.cpus).toEqual([everyCpu[0]]);
     expect(threadIds(child.pid!).length).toBeGreaterThan(1); // the main thread and V8's helpers

@@ -18,7 +18,11 @@ function configure(env: Record<string, string>, args: string[] = []): { status: 
   try {
     const clean = { ...process.env };
     for (const key of ['LIBTORCH', 'Torch_DIR', 'PYTHON']) delete clean[key];
-    const result = spawnSync('cmake', ['-S', root, '-B', build, ...args], { env: { ...clean, ...env }, encoding: 'utf8', timeout: 120_000 });
+    const result = spawnSync('cmake', ['-S', root, '-B', build, ...args], {
+      env: { ...clean, ...env },
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
     return { status: result.status, output: `${result.stdout}${result.stderr}`.replace(/\s+/g, ' ') };
   } finally {
     fs.rmSync(build, { recursive: true, force: true });
@@ -53,7 +57,9 @@ describeIf('LibTorch search: bad choices give one accurate message', () => {
 
   test('PYTHON set to a Python that cannot import torch is named, and the system LibTorch is tried next', () => {
     const fake = path.join(scratch, 'python-without-torch');
-    fs.writeFileSync(fake, "#!/bin/sh\necho \"ModuleNotFoundError: No module named 'torch'\" >&2\nexit 1\n", { mode: 0o755 });
+    fs.writeFileSync(fake, '#!/bin/sh\necho "ModuleNotFoundError: No module named \'torch\'" >&2\nexit 1\n', {
+      mode: 0o755,
+    });
     const said = `PYTHON is set to '${fake}', which cannot import torch (ModuleNotFoundError: No module named 'torch')`;
     // (node-gyp sets PYTHON to its own interpreter, so this is not fatal while another LibTorch is found.)
     const { output } = configure({ PYTHON: fake });

@@ -118,7 +118,7 @@ describe('cpuBlockCache', () => {
     target.dispose();
   });
 
-  test('BOOTSTRAPPED_CE_CPU_ALLOCATOR=default (a child process) keeps LibTorch\'s allocator and nothing is cached', () => {
+  test("BOOTSTRAPPED_CE_CPU_ALLOCATOR=default (a child process) keeps LibTorch's allocator and nothing is cached", () => {
     const script = [
       "const bce = require('./lib');",
       'const before = bce.cpuBlockCache.info();',

@@ -53,7 +53,7 @@ function lossAndGrad(
 
 function data(n: number, c: number, h: number, w: number, seed: number): { logits: Float32Array; target: Int32Array } {
   let s = seed >>> 0;
-  const next = () => ((s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32);
+  const next = () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32;
   const logits = Float32Array.from({ length: n * c * h * w }, () => (next() - 0.5) * 8);
   const target = Int32Array.from({ length: n * h * w }, () => (next() < 0.05 ? -100 : Math.floor(next() * c)));
   return { logits, target };
@@ -65,7 +65,10 @@ describeCuda('CUDA', () => {
     const onGpu = bce.tensor(values, { shape: [2, 3], device: 'cuda' });
     expect(onGpu.device).toMatch(/^cuda/);
     expect(Array.from(onGpu.toArray() as Float32Array)).toEqual(Array.from(values));
-    const back = bce.tensor(values, { shape: [2, 3] }).to('cuda').to('cpu');
+    const back = bce
+      .tensor(values, { shape: [2, 3] })
+      .to('cuda')
+      .to('cpu');
     expect(back.device).toBe('cpu');
     expect(Array.from(back.toArray() as Float32Array)).toEqual(Array.from(values));
     const ints = bce.tensor(BigInt64Array.from([1n, -2n, 2n ** 40n]), { device: 'cuda:0' });

@@ -70,10 +70,22 @@ function expectedSelection(losses: number[], valid: boolean[], k: number) {
   return { chosen: order.slice(0, k).map(({ i }) => i), kth: order[k - 1].v };
 }
 
-function randomCase(seed: number, N: number, C: number, S: number, draw: (random: () => number) => number, ignored: number, weight?: number[]): Case {
+function randomCase(
+  seed: number,
+  N: number,
+  C: number,
+  S: number,
+  draw: (random: () => number) => number,
+  ignored: number,
+  weight?: number[],
+): Case {
   const random = prng(seed);
-  const logits = Array.from({ length: N }, () => Array.from({ length: C }, () => Array.from({ length: S }, () => Math.fround(draw(random)))));
-  const target = Array.from({ length: N }, () => Array.from({ length: S }, () => (random() < ignored ? IGNORE : Math.floor(random() * C))));
+  const logits = Array.from({ length: N }, () =>
+    Array.from({ length: C }, () => Array.from({ length: S }, () => Math.fround(draw(random)))),
+  );
+  const target = Array.from({ length: N }, () =>
+    Array.from({ length: S }, () => (random() < ignored ? IGNORE : Math.floor(random() * C))),
+  );
   return { logits, target, weight };
 }
 
@@ -110,7 +122,7 @@ describe('fused kernel, histogram select (pools of 65,536 pixels and more)', () 
       const s = i % got.S;
       const y = labels[i];
       for (let cls = 0; cls < got.C; cls++) {
-        const expected = (probs[nIdx][s][cls] - (cls === y ? 1 : 0)) * weight[y] / denominator;
+        const expected = ((probs[nIdx][s][cls] - (cls === y ? 1 : 0)) * weight[y]) / denominator;
         worst = Math.max(worst, Math.abs(got.grad[(nIdx * got.C + cls) * got.S + s] - expected));
       }
     }
@@ -122,12 +134,19 @@ describe('fused kernel, histogram select (pools of 65,536 pixels and more)', () 
     // are compared in a child process below). Logits in [-3, 3] make the sum of exps a sum of comparable terms, so
     // an exp error shows in the loss directly; logits in [-80, 80] send x - max across the whole range down to
     // the clamp at -87 and below. The gradient is held to what the reference path (PyTorch's operators) achieves.
-    for (const [seed, spread] of [[41, 3], [42, 80]] as const) {
+    for (const [seed, spread] of [
+      [41, 3],
+      [42, 80],
+    ] as const) {
       const c = randomCase(seed, 1, 19, 65536, (random) => (random() * 2 - 1) * spread, 0);
       const p = 0.25;
       const got = runFused(c, p);
       const losses = pixelLosses(c.logits, c.target).flat();
-      const { chosen } = expectedSelection(losses, losses.map(() => true), got.k);
+      const { chosen } = expectedSelection(
+        losses,
+        losses.map(() => true),
+        got.k,
+      );
       const mean = chosen.reduce((acc, i) => acc + losses[i], 0) / got.k;
       // Each pixel's float32 loss carries about half an ulp of rounding, and the mean of 16,384 of them less.
       expect(Math.abs(got.loss - mean)).toBeLessThan(2e-7 * mean);
@@ -145,7 +164,10 @@ describe('fused kernel, histogram select (pools of 65,536 pixels and more)', () 
         return worst * got.k; // in units of 1/k: softmax values are at most 1
       };
       const { input, t } = tensors(c);
-      const reference = bce.bootstrappedCrossEntropyWithStats(input, t, 0, p, { impl: 'reference', ignoreIndex: IGNORE });
+      const reference = bce.bootstrappedCrossEntropyWithStats(input, t, 0, p, {
+        impl: 'reference',
+        ignoreIndex: IGNORE,
+      });
       reference.loss.backward();
       const referenceError = gradientError(input.grad!.toArray() as Float32Array, got.selected);
       const fusedError = gradientError(got.grad, got.selected);
@@ -228,12 +250,27 @@ describe('fused kernel, histogram select (pools of 65,536 pixels and more)', () 
     target[500] = 0;
     const variants: Array<[string, (logits: number[][]) => void]> = [
       ['finite losses', () => undefined],
-      ['NaN logit', (logits) => { logits[3][300] = NaN; }],
-      ['+inf logit', (logits) => { logits[0][400] = Infinity; }],
-      ['-inf below a finite maximum only', (logits) => {
-        logits[1][200] = 0.5;
-        [-3, 10, -3, -Infinity].forEach((x, c) => { logits[c][500] = x; });
-      }],
+      [
+        'NaN logit',
+        (logits) => {
+          logits[3][300] = NaN;
+        },
+      ],
+      [
+        '+inf logit',
+        (logits) => {
+          logits[0][400] = Infinity;
+        },
+      ],
+      [
+        '-inf below a finite maximum only',
+        (logits) => {
+          logits[1][200] = 0.5;
+          [-3, 10, -3, -Infinity].forEach((x, c) => {
+            logits[c][500] = x;
+          });
+        },
+      ],
     ];
     for (const [, change] of variants) {
       const logits = base.map((row) => row.slice());
@@ -241,7 +278,10 @@ describe('fused kernel, histogram select (pools of 65,536 pixels and more)', () 
       // Spatial (1, C, S), the vectorised path, and the same pixels as rows of an (S, C) input, the generic one.
       for (const layout of ['spatial', 'rows'] as const) {
         const results = (['fused', 'reference'] as const).map((impl) => {
-          const data = layout === 'spatial' ? logits.flat() : Array.from({ length: S * C }, (_, i) => logits[i % C][Math.floor(i / C)]);
+          const data =
+            layout === 'spatial'
+              ? logits.flat()
+              : Array.from({ length: S * C }, (_, i) => logits[i % C][Math.floor(i / C)]);
           const shape = layout === 'spatial' ? [1, C, S] : [S, C];
           const input = bce.tensor(data, { shape, dtype: 'float32', requiresGrad: true });
           const t = bce.tensor(target, { shape: layout === 'spatial' ? [1, S] : [S], dtype: 'int64' });
@@ -277,7 +317,9 @@ describe('fused kernel, threads', () => {
       bce.setNumThreads(threads);
       try {
         // The spatial, histogram-select and (N, C) cases: every pass, both layouts.
-        return fusedCases().slice(0, 4).map((c) => runCase(c, 'fused'));
+        return fusedCases()
+          .slice(0, 4)
+          .map((c) => runCase(c, 'fused'));
       } finally {
         bce.setNumThreads(before);
       }
@@ -304,7 +346,11 @@ describe('fused kernel, portable loops against the AVX2 and AVX-512 code', () =>
   /** Loss: relative error. Gradient: worst difference relative to the largest finite |gradient|. NaN must match NaN. */
   function compare(a: FusedRun, b: FusedRun) {
     const differ = (x: number, y: number, scale: number) =>
-      Number.isNaN(x) || Number.isNaN(y) ? (Number.isNaN(x) && Number.isNaN(y) ? 0 : Infinity) : Math.abs(x - y) / scale;
+      Number.isNaN(x) || Number.isNaN(y)
+        ? Number.isNaN(x) && Number.isNaN(y)
+          ? 0
+          : Infinity
+        : Math.abs(x - y) / scale;
     const lossError = differ(a.loss, b.loss, Math.max(Math.abs(b.loss), 1e-30));
     let scale = 1e-30;
     for (const g of b.grad) if (Number.isFinite(g)) scale = Math.max(scale, Math.abs(g));
@@ -319,7 +365,13 @@ describe('fused kernel, portable loops against the AVX2 and AVX-512 code', () =>
     const child = spawnSync(
       process.execPath,
       [require.resolve('ts-node/dist/bin.js'), '--transpile-only', 'test/helpers/fused-child.ts'],
-      { cwd: root, env: { ...process.env, BOOTSTRAPPED_CE_CPU_KERNELS: kernels }, encoding: 'utf8', timeout: 120000, maxBuffer: 256 * 2 ** 20 },
+      {
+        cwd: root,
+        env: { ...process.env, BOOTSTRAPPED_CE_CPU_KERNELS: kernels },
+        encoding: 'utf8',
+        timeout: 120000,
+        maxBuffer: 256 * 2 ** 20,
+      },
     );
     const line = child.stdout.split('\n').find((l) => l.startsWith('FUSED '));
     if (line === undefined) throw new Error(`child failed: status ${child.status}\n${child.stderr.slice(-4000)}`);
@@ -342,8 +394,10 @@ describe('fused kernel, portable loops against the AVX2 and AVX-512 code', () =>
       const here = runCase(c, 'fused');
       const againstReference = compare(baseline.fused, baseline.reference);
       const againstHere = compare(baseline.fused, here);
-      rows.push(`${c.name}: baseline vs reference loss ${againstReference.lossError.toExponential(1)} grad ${againstReference.gradError.toExponential(1)}; ` +
-        `vs ${bce.info().cpuKernels} loss ${againstHere.lossError.toExponential(1)} grad ${againstHere.gradError.toExponential(1)}`);
+      rows.push(
+        `${c.name}: baseline vs reference loss ${againstReference.lossError.toExponential(1)} grad ${againstReference.gradError.toExponential(1)}; ` +
+          `vs ${bce.info().cpuKernels} loss ${againstHere.lossError.toExponential(1)} grad ${againstHere.gradError.toExponential(1)}`,
+      );
       expect(baseline.fused.k).toBe(baseline.reference.k);
       expect(baseline.fused.k).toBe(here.k);
       expect(againstReference.lossError).toBeLessThan(1e-6);
@@ -355,10 +409,11 @@ describe('fused kernel, portable loops against the AVX2 and AVX-512 code', () =>
     const baselineLosses = report.pixelLosses.map(Number);
     const hereLosses = perPixelLosses();
     let worst = 0;
-    hereLosses.forEach((l, i) => (worst = Math.max(worst, Math.abs(l - baselineLosses[i]) / Math.abs(baselineLosses[i]))));
+    hereLosses.forEach(
+      (l, i) => (worst = Math.max(worst, Math.abs(l - baselineLosses[i]) / Math.abs(baselineLosses[i]))),
+    );
     rows.push(`per-pixel losses: baseline vs ${bce.info().cpuKernels} ${worst.toExponential(1)}`);
     expect(worst).toBeLessThan(1e-6);
-    // eslint-disable-next-line no-console
     console.log(rows.join('\n'));
   });
 
@@ -398,7 +453,9 @@ describe('fused kernel, environment', () => {
       });
     const misspelt = load('AVX2');
     expect(misspelt.status).toBe(0);
-    expect(misspelt.stderr).toContain('BOOTSTRAPPED_CE_CPU_KERNELS="AVX2" is not one of \'avx512\', \'avx2\', \'baseline\'');
+    expect(misspelt.stderr).toContain(
+      "BOOTSTRAPPED_CE_CPU_KERNELS=\"AVX2\" is not one of 'avx512', 'avx2', 'baseline'",
+    );
     const valid = load('avx2');
     expect(valid.status).toBe(0);
     expect(valid.stderr).not.toContain('BOOTSTRAPPED_CE_ENV');

@@ -32,7 +32,9 @@ describe.each(lowerLayers)('cpp/%s', (layer) => {
   });
 
   test('includes no N-API header', () => {
-    const offenders = files.filter((file) => includes(file).some((target) => /^(napi|node_api|node_api_types|js_native_api)\.h$/.test(target)));
+    const offenders = files.filter((file) =>
+      includes(file).some((target) => /^(napi|node_api|node_api_types|js_native_api)\.h$/.test(target)),
+    );
     expect(offenders.map((file) => path.relative(cpp, file))).toEqual([]);
   });
 

@@ -50,13 +50,16 @@ function handGradient(
   const [N, C, S] = [logits.length, logits[0].length, logits[0][0].length];
   const grad = new Float64Array(N * C * S);
   for (const { n, s, denominator } of selected) {
-    pixelGradient(softmax(logits, n, s), target[n][s], weight, smoothing).forEach((g, c) => (grad[(n * C + c) * S + s] = g / denominator));
+    pixelGradient(softmax(logits, n, s), target[n][s], weight, smoothing).forEach(
+      (g, c) => (grad[(n * C + c) * S + s] = g / denominator),
+    );
   }
   return grad;
 }
 
 /** Batch-wide flat pixel indices (n * S + s) as pixels, all with one denominator. */
-const pixels = (indices: number[], S: number, denominator: number) => indices.map((i) => ({ n: Math.floor(i / S), s: i % S, denominator }));
+const pixels = (indices: number[], S: number, denominator: number) =>
+  indices.map((i) => ({ n: Math.floor(i / S), s: i % S, denominator }));
 
 function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tolerance: number): void {
   expect(actual.length).toBe(expected.length);
@@ -74,7 +77,11 @@ test('label smoothing in float32: the reference path, the right loss and gradien
   const p = 0.4;
   const losses = pixelLosses(logits, target, { labelSmoothing: e }).flat();
   const k = keepCount(p, N * S);
-  const chosen = topkIndices(losses, k, losses.map(() => true));
+  const chosen = topkIndices(
+    losses,
+    k,
+    losses.map(() => true),
+  );
   const x = input(logits);
   const y = bce.tensor(new BigInt64Array(target.flat().map(BigInt)), { shape: [N, S] });
   const result = bce.bootstrappedCrossEntropyWithStats(x, y, 0, p, { labelSmoothing: e });
@@ -84,14 +91,18 @@ test('label smoothing in float32: the reference path, the right loss and gradien
   result.loss.backward();
   const grad = handGradient(logits, target, pixels(chosen, S, k), new Array(C).fill(1), e);
   expectClose(x.grad!.toArray() as Float32Array, grad, 1e-6);
-  expect(() => bce.bootstrappedCrossEntropy(x, y, 0, p, { labelSmoothing: e, impl: 'fused' })).toThrow(/labelSmoothing 0/);
+  expect(() => bce.bootstrappedCrossEntropy(x, y, 0, p, { labelSmoothing: e, impl: 'fused' })).toThrow(
+    /labelSmoothing 0/,
+  );
 });
 
 test("the fused kernel's weighted 'mean': divided by the selected weight sum, class 0 among the selected", () => {
   const random = prng(12);
   const [N, C, S] = [2, 4, 300];
   const logits = rounded(randomLogits(random, N, C, S));
-  const target = Array.from({ length: N }, () => Array.from({ length: S }, () => (random() < 0.1 ? IGNORE : Math.floor(random() * C))));
+  const target = Array.from({ length: N }, () =>
+    Array.from({ length: S }, () => (random() < 0.1 ? IGNORE : Math.floor(random() * C))),
+  );
   // Class 0's pixels made hard, so that many are selected (a sign error in class 0's gradient must show).
   target.forEach((row, n) => row.forEach((t, s) => t === 0 && (logits[n][0][s] = Math.fround(logits[n][0][s] - 4))));
   const weight = [1.5, 0.5, 1, 3];
@@ -121,7 +132,9 @@ test("perSample 'mean' in float32 with a sample that has no valid pixel: average
   const random = prng(13);
   const [N, C, S] = [3, 3, 40];
   const logits = rounded(randomLogits(random, N, C, S));
-  const target = Array.from({ length: N }, (_, n) => Array.from({ length: S }, () => (n === 1 ? IGNORE : Math.floor(random() * C))));
+  const target = Array.from({ length: N }, (_, n) =>
+    Array.from({ length: S }, () => (n === 1 ? IGNORE : Math.floor(random() * C))),
+  );
   const p = 0.25;
   const x = input(logits);
   const y = bce.tensor(new BigInt64Array(target.flat().map(BigInt)), { shape: [N, S] });
@@ -132,7 +145,11 @@ test("perSample 'mean' in float32 with a sample that has no valid pixel: average
   for (const n of validSamples) {
     const losses = pixelLosses([logits[n]], [target[n]], { ignoreIndex: IGNORE })[0];
     const k = keepCount(p, S);
-    const chosen = topkIndices(losses, k, losses.map(() => true));
+    const chosen = topkIndices(
+      losses,
+      k,
+      losses.map(() => true),
+    );
     expected += chosen.reduce((a, s) => a + losses[s], 0) / k / validSamples.length;
     for (const s of chosen) selected.push({ n, s, denominator: k * validSamples.length });
   }
@@ -146,7 +163,11 @@ test('the fused kernel with every pixel ignored: loss 0, connected to the graph,
   const x = input(logits);
   const y = bce.tensor(new BigInt64Array(40).fill(BigInt(IGNORE)), { shape: [2, 20] });
   for (const reduction of ['mean', 'sum'] as const) {
-    const result = bce.bootstrappedCrossEntropyWithStats(x, y, 0, 0.5, { ignoreIndex: IGNORE, impl: 'fused', reduction });
+    const result = bce.bootstrappedCrossEntropyWithStats(x, y, 0, 0.5, {
+      ignoreIndex: IGNORE,
+      impl: 'fused',
+      reduction,
+    });
     expect(result.nValid).toBe(0);
     expect(result.loss.item()).toBe(0);
     expect(result.loss.requiresGrad).toBe(true);

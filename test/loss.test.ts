@@ -73,14 +73,21 @@ describe('pool and k (rules 1-2)', () => {
 
   test('exactly k elements under ties (never a >= threshold)', () => {
     // Every pixel has the same loss: a threshold would keep all 8.
-    const logits = [[[0, 0, 0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1, 1]]];
+    const logits = [
+      [
+        [0, 0, 0, 0, 0, 0, 0, 0],
+        [1, 1, 1, 1, 1, 1, 1, 1],
+      ],
+    ];
     const target = [[0, 0, 0, 0, 0, 0, 0, 0]];
     const { input, target: t } = make(logits, target);
     const result = bce.bootstrappedCrossEntropyWithStats(input, t, 0, 0.25, { reduction: 'none' });
     expect(result.k).toBe(2);
     const values = Array.from(result.loss.toArray() as Float64Array);
     expect(values.filter((v) => v !== 0)).toHaveLength(2);
-    expect(Math.abs(bce.bootstrappedCrossEntropy(input, t, 0, 0.25, { reduction: 'sum' }).item() - 2 * Math.log(1 + Math.E))).toBeLessThan(TOL);
+    expect(
+      Math.abs(bce.bootstrappedCrossEntropy(input, t, 0, 0.25, { reduction: 'sum' }).item() - 2 * Math.log(1 + Math.E)),
+    ).toBeLessThan(TOL);
   });
 });
 
@@ -103,7 +110,9 @@ describe('reductions (rule 3)', () => {
     const { input, target: t } = make(logits, target);
     const losses = pixelLosses(logits, target);
     const expected = expectedBatch(losses, target, 0.4);
-    expect(Math.abs(bce.bootstrappedCrossEntropy(input, t, 0, 0.4, { reduction: 'sum' }).item() - expected.sum)).toBeLessThan(TOL);
+    expect(
+      Math.abs(bce.bootstrappedCrossEntropy(input, t, 0, 0.4, { reduction: 'sum' }).item() - expected.sum),
+    ).toBeLessThan(TOL);
 
     const none = bce.bootstrappedCrossEntropy(input, t, 0, 0.4, { reduction: 'none' });
     expect(none.shape).toEqual([2, 12]);
@@ -137,7 +146,9 @@ describe('reductions (rule 3)', () => {
     const labels = target.flat();
     const denominator = labels.reduce((acc, y) => acc + (y === -100 ? 0 : weight[y]), 0);
     const expected = losses.reduce((a, b) => a + b, 0) / denominator;
-    expect(Math.abs(bce.crossEntropy(input, t, { weight: w, labelSmoothing: 0.2 }).item() - expected)).toBeLessThan(TOL);
+    expect(Math.abs(bce.crossEntropy(input, t, { weight: w, labelSmoothing: 0.2 }).item() - expected)).toBeLessThan(
+      TOL,
+    );
   });
 });
 
@@ -150,9 +161,18 @@ describe('warm-up (rule 4) and continuity', () => {
     const { input, target: t } = make(logits, target);
     const weight = bce.tensor([0.2, 1.5, 3], { dtype: 'float64' });
     for (const options of [{}, { weight }]) {
-      const before = bce.bootstrappedCrossEntropy(input, t, 99, 0.25, { ...options, warmup: bce.schedules.linear(100, 200) });
-      const at = bce.bootstrappedCrossEntropy(input, t, 100, 0.25, { ...options, warmup: bce.schedules.linear(100, 200) });
-      const justAfter = bce.bootstrappedCrossEntropy(input, t, 101, 0.25, { ...options, warmup: bce.schedules.linear(100, 200) });
+      const before = bce.bootstrappedCrossEntropy(input, t, 99, 0.25, {
+        ...options,
+        warmup: bce.schedules.linear(100, 200),
+      });
+      const at = bce.bootstrappedCrossEntropy(input, t, 100, 0.25, {
+        ...options,
+        warmup: bce.schedules.linear(100, 200),
+      });
+      const justAfter = bce.bootstrappedCrossEntropy(input, t, 101, 0.25, {
+        ...options,
+        warmup: bce.schedules.linear(100, 200),
+      });
       const plain = bce.crossEntropy(input, t, options);
       expect(Math.abs(before.item() - plain.item())).toBeLessThan(TOL);
       expect(Math.abs(at.item() - plain.item())).toBeLessThan(TOL);
@@ -181,7 +201,10 @@ describe('warm-up (rule 4) and continuity', () => {
 describe('no valid element (rule 5)', () => {
   test('all ignored: loss 0 connected to the graph, zero gradients, never NaN', () => {
     const logits = randomLogits(prng(6), 2, 3, 4);
-    const target = [[-100, -100, -100, -100], [-100, -100, -100, -100]];
+    const target = [
+      [-100, -100, -100, -100],
+      [-100, -100, -100, -100],
+    ];
     const { input, target: t } = make(logits, target);
     for (const reduction of ['mean', 'sum'] as const) {
       const result = bce.bootstrappedCrossEntropyWithStats(input, t, 0, 0.5, { reduction });
@@ -314,13 +337,17 @@ describe('probability targets and label smoothing (rule 7)', () => {
     const input = bce.tensor(logits.flat(2), { shape: [2, 3, 5], dtype: 'float64' });
     const target = bce.tensor(probs.flat(2), { shape: [2, 3, 5], dtype: 'float64' });
     const logp = logSoftmax(logits);
-    const losses = [0, 1].flatMap((n) => [0, 1, 2, 3, 4].map((s) => -[0, 1, 2].reduce((a, c) => a + probs[n][c][s] * logp[n][s][c], 0)));
+    const losses = [0, 1].flatMap((n) =>
+      [0, 1, 2, 3, 4].map((s) => -[0, 1, 2].reduce((a, c) => a + probs[n][c][s] * logp[n][s][c], 0)),
+    );
     const k = keepCount(0.3, 10);
     const top = [...losses].sort((a, b) => b - a).slice(0, k);
     const result = bce.bootstrappedCrossEntropyWithStats(input, target, 0, 0.3);
     expect(result.nValid).toBe(10);
     expect(Math.abs(result.loss.item() - top.reduce((a, b) => a + b, 0) / k)).toBeLessThan(TOL);
-    expect(Math.abs(bce.bootstrappedCrossEntropy(input, target, 0, 1).item() - bce.crossEntropy(input, target).item())).toBeLessThan(TOL);
+    expect(
+      Math.abs(bce.bootstrappedCrossEntropy(input, target, 0, 1).item() - bce.crossEntropy(input, target).item()),
+    ).toBeLessThan(TOL);
   });
 
   test('label smoothing per pixel follows PyTorch', () => {
@@ -329,7 +356,9 @@ describe('probability targets and label smoothing (rule 7)', () => {
     const target = randomTarget(random, 1, 8, 4);
     const { input, target: t } = make(logits, target);
     const expected = expectedBatch(pixelLosses(logits, target, { labelSmoothing: 0.1 }), target, 0.5);
-    expect(Math.abs(bce.bootstrappedCrossEntropy(input, t, 0, 0.5, { labelSmoothing: 0.1 }).item() - expected.mean)).toBeLessThan(TOL);
+    expect(
+      Math.abs(bce.bootstrappedCrossEntropy(input, t, 0, 0.5, { labelSmoothing: 0.1 }).item() - expected.mean),
+    ).toBeLessThan(TOL);
   });
 });
 
@@ -354,7 +383,12 @@ describe('implementations', () => {
     const expected = expectedBatch(pixelLosses(logits, target), target, 0.25).mean;
     expect(Math.abs(fused.loss.item() - expected)).toBeLessThan(1e-5 * expected);
     expect(Math.abs(reference.loss.item() - expected)).toBeLessThan(1e-5 * expected);
-    expect(maxAbsDiff(bothGrad, fusedGrad.map((g) => 2 * g))).toBeLessThan(1e-6);
+    expect(
+      maxAbsDiff(
+        bothGrad,
+        fusedGrad.map((g) => 2 * g),
+      ),
+    ).toBeLessThan(1e-6);
   });
 });
 
@@ -383,7 +417,11 @@ describe('binary variants', () => {
   test('on probabilities: every element pooled, mean over k', () => {
     const losses = probs.map((q, i) => -weight[i] * (gt[i] * Math.log(q) + (1 - gt[i]) * Math.log(1 - q)));
     const k = keepCount(0.25, 12);
-    const top = [...losses].sort((a, b) => b - a).slice(0, k).reduce((a, b) => a + b, 0) / k;
+    const top =
+      [...losses]
+        .sort((a, b) => b - a)
+        .slice(0, k)
+        .reduce((a, b) => a + b, 0) / k;
     const input = bce.tensor(probs, { shape: [3, 4], dtype: 'float64' });
     const target = bce.tensor(gt, { shape: [3, 4], dtype: 'float64' });
     const w = bce.tensor(weight, { shape: [3, 4], dtype: 'float64' });
@@ -401,7 +439,11 @@ describe('binary variants', () => {
       return -(pw * gt[i] * Math.log(sigmoid(x)) + (1 - gt[i]) * Math.log(1 - sigmoid(x)));
     });
     const k = keepCount(0.5, 12);
-    const top = [...losses].sort((a, b) => b - a).slice(0, k).reduce((a, b) => a + b, 0) / k;
+    const top =
+      [...losses]
+        .sort((a, b) => b - a)
+        .slice(0, k)
+        .reduce((a, b) => a + b, 0) / k;
     const input = bce.tensor(logits, { shape: [3, 4], dtype: 'float64' });
     const target = bce.tensor(gt, { shape: [3, 4], dtype: 'float64' });
     const r = bce.bootstrappedBinaryCrossEntropyWithLogits(input, target, 0, 0.5, {
@@ -426,7 +468,10 @@ describe('class APIs', () => {
       expect(p).toBeCloseTo(expectedP[it], 12);
       // STCN: mean of topk(int(numel * p)); without ignored pixels and with int == floor here, ours agrees.
       const k = Math.trunc(40 * p);
-      const top = losses.flat().sort((a, b) => b - a).slice(0, k);
+      const top = losses
+        .flat()
+        .sort((a, b) => b - a)
+        .slice(0, k);
       expect(Math.abs(loss.item() - top.reduce((a, b) => a + b, 0) / k)).toBeLessThan(TOL);
     }
   });
@@ -447,7 +492,7 @@ describe('class APIs', () => {
     const values: number[] = [];
     for (let i = 0; i < 3; i++) values.push(loss.forward(input, t).item());
     expect(loss.iteration).toBe(3);
-    expect(loss.lastP).toBeCloseTo(0.2 + 0.8 * (5 - 2) / 4, 12);
+    expect(loss.lastP).toBeCloseTo(0.2 + (0.8 * (5 - 2)) / 4, 12);
     expect(loss.lastK).toBe(keepCount(loss.lastP!, 40));
     const state = JSON.parse(JSON.stringify(loss.stateDict()));
 
@@ -509,24 +554,73 @@ describe('bad input gives named errors', () => {
     ['warmup of a wrong kind', call({ options: { warmup: 'soon' } }), 'TypeError', /warmup must be/],
     ['startWarm > endWarm', () => bce.schedules.linear(10, 5), 'RangeError', /startWarm \(10\) must not be greater/],
     ['input not a tensor', call({ input: [1, 2] }), 'TypeError', /input must be a Tensor/],
-    ['integer input', call({ input: bce.zeros([2, 3, 4], { dtype: 'int64' }) }), 'TypeError', /input must be a floating/],
+    [
+      'integer input',
+      call({ input: bce.zeros([2, 3, 4], { dtype: 'int64' }) }),
+      'TypeError',
+      /input must be a floating/,
+    ],
     ['1-D input', call({ input: bce.zeros([3]) }), 'RangeError', /input must have shape/],
-    ['target of the wrong shape', call({ target: bce.zeros([2, 5], { dtype: 'int64' }) }), 'RangeError', /target must have shape \[2,4\]/],
+    [
+      'target of the wrong shape',
+      call({ target: bce.zeros([2, 5], { dtype: 'int64' }) }),
+      'RangeError',
+      /target must have shape \[2,4\]/,
+    ],
     ['bool target', call({ target: bce.zeros([2, 4], { dtype: 'bool' }) }), 'TypeError', /class indices/],
-    ['probability target of another dtype', call({ target: bce.zeros([2, 3, 4]) }), 'TypeError', /probability target must have the input's dtype/],
-    ['weight of the wrong length', call({ options: { weight: bce.ones([4], { dtype: 'float64' }) } }), 'RangeError', /weight must be a 1-D tensor of length C = 3/],
-    ['weight of the wrong dtype', call({ options: { weight: bce.ones([3]) } }), 'TypeError', /weight must have the input's dtype/],
+    [
+      'probability target of another dtype',
+      call({ target: bce.zeros([2, 3, 4]) }),
+      'TypeError',
+      /probability target must have the input's dtype/,
+    ],
+    [
+      'weight of the wrong length',
+      call({ options: { weight: bce.ones([4], { dtype: 'float64' }) } }),
+      'RangeError',
+      /weight must be a 1-D tensor of length C = 3/,
+    ],
+    [
+      'weight of the wrong dtype',
+      call({ options: { weight: bce.ones([3]) } }),
+      'TypeError',
+      /weight must have the input's dtype/,
+    ],
     ['weight not a tensor', call({ options: { weight: [1, 2, 3] } }), 'TypeError', /weight must be a Tensor/],
-    ['target out of range', call({ target: bce.tensor([0, 1, 2, 3, 0, 1, 2, 0], { shape: [2, 4], dtype: 'int64' }) }), 'RangeError', /outside \[0, 3\)/],
-    ['negative target other than ignoreIndex', call({ target: bce.tensor([0, 1, 2, -1, 0, 1, 2, 0], { shape: [2, 4], dtype: 'int64' }) }), 'RangeError', /not ignoreIndex/],
+    [
+      'target out of range',
+      call({ target: bce.tensor([0, 1, 2, 3, 0, 1, 2, 0], { shape: [2, 4], dtype: 'int64' }) }),
+      'RangeError',
+      /outside \[0, 3\)/,
+    ],
+    [
+      'negative target other than ignoreIndex',
+      call({ target: bce.tensor([0, 1, 2, -1, 0, 1, 2, 0], { shape: [2, 4], dtype: 'int64' }) }),
+      'RangeError',
+      /not ignoreIndex/,
+    ],
     ['unknown reduction', call({ options: { reduction: 'avg' } }), 'TypeError', /reduction must be one of/],
-    ['reduction returning a number', call({ options: { reduction: () => 3 } }), 'TypeError', /reduction must return a Tensor, got 3/],
+    [
+      'reduction returning a number',
+      call({ options: { reduction: () => 3 } }),
+      'TypeError',
+      /reduction must return a Tensor, got 3/,
+    ],
     ['labelSmoothing > 1', call({ options: { labelSmoothing: 2 } }), 'RangeError', /labelSmoothing/],
     ['ignoreIndex fractional', call({ options: { ignoreIndex: 0.5 } }), 'RangeError', /ignoreIndex/],
     ['perSample not boolean', call({ options: { perSample: 1 } }), 'TypeError', /perSample must be a boolean/],
     ['unknown impl', call({ options: { impl: 'fast' } }), 'TypeError', /impl must be one of/],
     ['options not an object', call({ options: 5 }), 'TypeError', /options must be an object/],
-    ['impl fused with probability targets', call({ input: bce.zeros([2, 3, 4], { dtype: 'float32' }), target: bce.zeros([2, 3, 4], { dtype: 'float32' }), options: { impl: 'fused' } }), 'Error', /impl 'fused' does not apply/],
+    [
+      'impl fused with probability targets',
+      call({
+        input: bce.zeros([2, 3, 4], { dtype: 'float32' }),
+        target: bce.zeros([2, 3, 4], { dtype: 'float32' }),
+        options: { impl: 'fused' },
+      }),
+      'Error',
+      /impl 'fused' does not apply/,
+    ],
     ['impl fused with float64 input', call({ options: { impl: 'fused' } }), 'Error', /impl 'fused' does not apply/],
     ['topP > 1 in BootstrappedCE', () => new bce.BootstrappedCE({ topP: 2 }), 'RangeError', /topP/],
   ];
@@ -541,7 +635,17 @@ describe('bad input gives named errors', () => {
 
   test('an exception thrown by a schedule passes through unchanged', () => {
     const mine = new Error('my schedule failed');
-    expect(errorOf(call({ options: { warmup: () => { throw mine; } } }))).toBe(mine);
+    expect(
+      errorOf(
+        call({
+          options: {
+            warmup: () => {
+              throw mine;
+            },
+          },
+        }),
+      ),
+    ).toBe(mine);
   });
 
   test('a disposed tensor is refused', () => {

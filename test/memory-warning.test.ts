@@ -37,7 +37,10 @@ test('trainStep frees every tensor a training step makes and returns its value',
     losses.push(
       bce.trainStep(() => {
         optimizer.zeroGrad();
-        const logits = x.reshape([5, 3, 1]).mul(w.reshape([1, 3, 4])).sum([1]);
+        const logits = x
+          .reshape([5, 3, 1])
+          .mul(w.reshape([1, 3, 4]))
+          .sum([1]);
         const l = bce.crossEntropy(logits, y);
         l.backward();
         optimizer.step();

@@ -120,7 +120,9 @@ describe('other paths', () => {
   it("reduction 'none' keeps the NaN in its pixel only; checkFinite sums it", () => {
     tidy(() => {
       const { input, target } = batch(withRow(2, [NaN, 0, 0]), TARGETS);
-      const perPixel = Array.from(bootstrappedCrossEntropy(input, target, 0, 1, { reduction: 'none' }).toArray() as Float32Array);
+      const perPixel = Array.from(
+        bootstrappedCrossEntropy(input, target, 0, 1, { reduction: 'none' }).toArray() as Float32Array,
+      );
       expect(perPixel[2]).toBeNaN();
       [0, 1, 3].forEach((i) => expect(perPixel[i]).toBeCloseTo(ce(FINITE[i], TARGETS[i]), 5));
       expect(() => bootstrappedCrossEntropy(input, target, 0, 1, { reduction: 'none', checkFinite: true })).toThrow(

@@ -15,9 +15,13 @@ const describePy = python ? describe : describe.skip;
 
 const SHAPES = [[3, 4], [5]];
 const numel = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
-const initial = SHAPES.map((s, k) => Array.from({ length: numel(s) }, (_, i) => Math.fround(Math.cos(1.1 * i + k) * 0.7)));
+const initial = SHAPES.map((s, k) =>
+  Array.from({ length: numel(s) }, (_, i) => Math.fround(Math.cos(1.1 * i + k) * 0.7)),
+);
 const gradient = (step: number) =>
-  SHAPES.map((s, k) => Array.from({ length: numel(s) }, (_, i) => Math.fround(Math.sin(0.9 * i + 2.1 * step + k) + 0.05 * step)));
+  SHAPES.map((s, k) =>
+    Array.from({ length: numel(s) }, (_, i) => Math.fround(Math.sin(0.9 * i + 2.1 * step + k) + 0.05 * step)),
+  );
 
 interface Case {
   kind: 'SGD' | 'Adam' | 'AdamW';
@@ -53,7 +57,14 @@ const CASES: [string, Case][] = [
       make: (p) => new bce.optim.Adam(p, { lr: 0.02, betas: [0.8, 0.99], eps: 1e-6, weightDecay: 0.1, amsgrad: true }),
     },
   ],
-  ['AdamW', { kind: 'AdamW', torch: { lr: 0.01, weight_decay: 0.05 }, make: (p) => new bce.optim.AdamW(p, { lr: 0.01, weightDecay: 0.05 }) }],
+  [
+    'AdamW',
+    {
+      kind: 'AdamW',
+      torch: { lr: 0.01, weight_decay: 0.05 },
+      make: (p) => new bce.optim.AdamW(p, { lr: 0.01, weightDecay: 0.05 }),
+    },
+  ],
 ];
 
 const PYTHON_SCRIPT = `
@@ -83,7 +94,12 @@ function runNode(c: Case): number[][][] {
   for (let step = 0; step < STEPS; step++) {
     optimizer.zeroGrad();
     // d/dp sum(p * g) = g: the same gradients PyTorch is given.
-    gradient(step).forEach((g, k) => params[k].mul(bce.tensor(Float32Array.from(g), { shape: SHAPES[k] })).sum().backward());
+    gradient(step).forEach((g, k) =>
+      params[k]
+        .mul(bce.tensor(Float32Array.from(g), { shape: SHAPES[k] }))
+        .sum()
+        .backward(),
+    );
     optimizer.step();
     trajectory.push(params.map((p) => Array.from(p.toArray() as Float32Array)));
   }

@@ -37,7 +37,11 @@ function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   return { ...env, ...extra };
 }
 
-function run(command: string, args: string[], options: { cwd: string; env?: NodeJS.ProcessEnv }): SpawnSyncReturns<string> {
+function run(
+  command: string,
+  args: string[],
+  options: { cwd: string; env?: NodeJS.ProcessEnv },
+): SpawnSyncReturns<string> {
   const result = spawnSync(command, args, {
     cwd: options.cwd,
     env: options.env ?? cleanEnv({}),
@@ -46,7 +50,9 @@ function run(command: string, args: string[], options: { cwd: string; env?: Node
     timeout: 8 * 60 * 1000,
   });
   if (result.status !== 0) {
-    throw new Error(`${command} ${args.join(' ')} failed (${result.status ?? result.signal}):\n${result.stdout}\n${result.stderr}`);
+    throw new Error(
+      `${command} ${args.join(' ')} failed (${result.status ?? result.signal}):\n${result.stdout}\n${result.stderr}`,
+    );
   }
   return result;
 }
@@ -66,7 +72,20 @@ function toolFolder(dir: string, marker: string): string {
   fs.symlinkSync(npmCli(), path.join(bin, 'npm'));
   fs.symlinkSync(process.execPath, path.join(bin, 'node'));
   fs.symlinkSync('/bin/sh', path.join(bin, 'sh'));
-  for (const tool of ['cmake', 'make', 'ninja', 'cc', 'gcc', 'c++', 'g++', 'clang', 'clang++', 'node-gyp', 'python3', 'python']) {
+  for (const tool of [
+    'cmake',
+    'make',
+    'ninja',
+    'cc',
+    'gcc',
+    'c++',
+    'g++',
+    'clang',
+    'clang++',
+    'node-gyp',
+    'python3',
+    'python',
+  ]) {
     fs.writeFileSync(path.join(bin, tool), `#!/bin/sh\necho "${tool} $*" >> "${marker}"\nexit 1\n`, { mode: 0o755 });
   }
   return bin;
@@ -81,7 +100,12 @@ function expected(logits: number[][], target: number[], k: number): { loss: numb
     const softmax = exps.map((e) => e / sum);
     return { i, loss: -(row[target[i]] - max - Math.log(sum)), softmax };
   });
-  const chosen = new Set([...rows].sort((a, b) => b.loss - a.loss).slice(0, k).map((r) => r.i));
+  const chosen = new Set(
+    [...rows]
+      .sort((a, b) => b.loss - a.loss)
+      .slice(0, k)
+      .map((r) => r.i),
+  );
   const loss = rows.filter((r) => chosen.has(r.i)).reduce((a, r) => a + r.loss, 0) / k;
   const grad = rows.map((r) => r.softmax.map((s, c) => (chosen.has(r.i) ? (s - (c === target[r.i] ? 1 : 0)) / k : 0)));
   return { loss, grad };
@@ -125,68 +149,91 @@ describeIf('npm pack: the tarball installs and runs without a compiler', () => {
     if (work && process.env.BCE_KEEP_PACK_TEST !== '1') fs.rmSync(work, { recursive: true, force: true });
   });
 
-  test('prebuild, pack, install with cmake and compilers hidden, forward and backward', () => {
-    const started = Date.now();
-    // 1. The prebuild.
-    run(process.execPath, [path.join(root, 'scripts', 'prebuild.js')], { cwd: root });
-    const records: PrebuildRecord[] = JSON.parse(fs.readFileSync(path.join(platformDir, 'libtorch.json'), 'utf8')).prebuilds;
-    expect(records.length).toBeGreaterThanOrEqual(1);
-    for (const record of records) {
-      expect(fs.existsSync(path.join(platformDir, record.binary))).toBe(true);
-      expect(record.version).toMatch(/^\d+\.\d+/);
-      expect(typeof record.cxx11Abi).toBe('boolean');
-      expect(record.needed.some((lib: string) => /torch_cpu/.test(lib))).toBe(true);
-    }
-    expect(new Set(records.map((r) => r.binary)).size).toBe(records.length);
+  test(
+    'prebuild, pack, install with cmake and compilers hidden, forward and backward',
+    () => {
+      const started = Date.now();
+      // 1. The prebuild.
+      run(process.execPath, [path.join(root, 'scripts', 'prebuild.js')], { cwd: root });
+      const records: PrebuildRecord[] = JSON.parse(
+        fs.readFileSync(path.join(platformDir, 'libtorch.json'), 'utf8'),
+      ).prebuilds;
+      expect(records.length).toBeGreaterThanOrEqual(1);
+      for (const record of records) {
+        expect(fs.existsSync(path.join(platformDir, record.binary))).toBe(true);
+        expect(record.version).toMatch(/^\d+\.\d+/);
+        expect(typeof record.cxx11Abi).toBe('boolean');
+        expect(record.needed.some((lib: string) => /torch_cpu/.test(lib))).toBe(true);
+      }
+      expect(new Set(records.map((r) => r.binary)).size).toBe(records.length);
 
-    // 2. The tarball (npm pack runs "prepare": the TypeScript build).
-    const packed = run('npm', ['pack', '--json', '--pack-destination', work], { cwd: root });
-    const info = JSON.parse(packed.stdout.slice(packed.stdout.indexOf('[')))[0];
-    const files: string[] = info.files.map((f: { path: string }) => f.path);
-    const prebuildPath = `prebuilds/${process.platform}-${process.arch}`;
-    const binaries = records.map((r) => `${prebuildPath}/${r.binary}`);
-    expect(files).toEqual(expect.arrayContaining([...binaries, `${prebuildPath}/libtorch.json`, 'dist/native.js', 'scripts/install.js']));
-    const tarball = path.join(work, info.filename);
+      // 2. The tarball (npm pack runs "prepare": the TypeScript build).
+      const packed = run('npm', ['pack', '--json', '--pack-destination', work], { cwd: root });
+      const info = JSON.parse(packed.stdout.slice(packed.stdout.indexOf('[')))[0];
+      const files: string[] = info.files.map((f: { path: string }) => f.path);
+      const prebuildPath = `prebuilds/${process.platform}-${process.arch}`;
+      const binaries = records.map((r) => `${prebuildPath}/${r.binary}`);
+      expect(files).toEqual(
+        expect.arrayContaining([...binaries, `${prebuildPath}/libtorch.json`, 'dist/native.js', 'scripts/install.js']),
+      );
+      const tarball = path.join(work, info.filename);
 
-    // 3. A project installing it, with the build tools hidden.
-    const project = path.join(work, 'project');
-    fs.mkdirSync(project);
-    fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: 'bce-pack-smoke', version: '1.0.0', private: true }));
-    const marker = path.join(work, 'build-tools-called.txt');
-    const bin = toolFolder(work, marker);
-    const env = cleanEnv({ PATH: bin });
-    expect(spawnSync('cmake', ['--version'], { env }).status).not.toBe(0);
-    fs.rmSync(marker);
-    const install = run('npm', ['install', tarball, '--no-audit', '--no-fund', '--prefer-offline', '--foreground-scripts'], {
-      cwd: project,
-      env,
-    });
-    const installLog = `${install.stdout}${install.stderr}`;
-    expect(installLog).toMatch(/using the prebuild/);
-    expect(fs.existsSync(marker) ? fs.readFileSync(marker, 'utf8') : '').toBe('');
-    const installed = path.join(project, 'node_modules', 'bootstrapped-ce');
-    expect(fs.existsSync(path.join(installed, 'build'))).toBe(false);
+      // 3. A project installing it, with the build tools hidden.
+      const project = path.join(work, 'project');
+      fs.mkdirSync(project);
+      fs.writeFileSync(
+        path.join(project, 'package.json'),
+        JSON.stringify({ name: 'bce-pack-smoke', version: '1.0.0', private: true }),
+      );
+      const marker = path.join(work, 'build-tools-called.txt');
+      const bin = toolFolder(work, marker);
+      const env = cleanEnv({ PATH: bin });
+      expect(spawnSync('cmake', ['--version'], { env }).status).not.toBe(0);
+      fs.rmSync(marker);
+      const install = run(
+        'npm',
+        ['install', tarball, '--no-audit', '--no-fund', '--prefer-offline', '--foreground-scripts'],
+        {
+          cwd: project,
+          env,
+        },
+      );
+      const installLog = `${install.stdout}${install.stderr}`;
+      expect(installLog).toMatch(/using the prebuild/);
+      expect(fs.existsSync(marker) ? fs.readFileSync(marker, 'utf8') : '').toBe('');
+      const installed = path.join(project, 'node_modules', 'bootstrapped-ce');
+      expect(fs.existsSync(path.join(installed, 'build'))).toBe(false);
 
-    // 4. The smoke test on each flavour, against values computed here: a flavour whose LibTorch is on
-    //    LD_LIBRARY_PATH is the one loaded (the CUDA-build flavour runs its CPU paths on a machine without a GPU).
-    fs.writeFileSync(path.join(project, 'smoke.js'), SMOKE);
-    const want = expected(LOGITS, TARGET, 2);
-    for (const record of records) {
-      const flavourEnv = { ...env, LD_LIBRARY_PATH: record.libDir };
-      const smoke = JSON.parse(run('node', ['smoke.js'], { cwd: project, env: flavourEnv }).stdout);
-      expect(smoke.binary).toBe(path.join(fs.realpathSync(installed), prebuildPath, record.binary));
-      expect(smoke.version).toBe(record.version);
-      expect(smoke.loss).toBeCloseTo(want.loss, 5);
-      want.grad.flat().forEach((g, i) => expect(smoke.grad[i]).toBeCloseTo(g, 5));
+      // 4. The smoke test on each flavour, against values computed here: a flavour whose LibTorch is on
+      //    LD_LIBRARY_PATH is the one loaded (the CUDA-build flavour runs its CPU paths on a machine without a GPU).
+      fs.writeFileSync(path.join(project, 'smoke.js'), SMOKE);
+      const want = expected(LOGITS, TARGET, 2);
+      for (const record of records) {
+        const flavourEnv = { ...env, LD_LIBRARY_PATH: record.libDir };
+        const smoke = JSON.parse(run('node', ['smoke.js'], { cwd: project, env: flavourEnv }).stdout);
+        expect(smoke.binary).toBe(path.join(fs.realpathSync(installed), prebuildPath, record.binary));
+        expect(smoke.version).toBe(record.version);
+        expect(smoke.loss).toBeCloseTo(want.loss, 5);
+        want.grad.flat().forEach((g, i) => expect(smoke.grad[i]).toBeCloseTo(g, 5));
 
-      // The ES-module entry resolves to the same build.
-      const esm = run('node', ['--input-type=module', '-e', "import { info } from 'bootstrapped-ce'; process.stdout.write(info().binary);"], {
-        cwd: project,
-        env: flavourEnv,
-      });
-      expect(esm.stdout).toBe(smoke.binary);
-      console.log(`pack test: LibTorch ${record.version} ${record.cuda ? 'CUDA' : 'CPU'} prebuild loaded and computed the loss`);
-    }
-    console.log(`pack test: ${((Date.now() - started) / 1000).toFixed(0)} s (tarball ${(info.size / 1024).toFixed(0)} KiB)`);
-  }, 10 * 60 * 1000);
+        // The ES-module entry resolves to the same build.
+        const esm = run(
+          'node',
+          ['--input-type=module', '-e', "import { info } from 'bootstrapped-ce'; process.stdout.write(info().binary);"],
+          {
+            cwd: project,
+            env: flavourEnv,
+          },
+        );
+        expect(esm.stdout).toBe(smoke.binary);
+        console.log(
+          `pack test: LibTorch ${record.version} ${record.cuda ? 'CUDA' : 'CPU'} prebuild loaded and computed the loss`,
+        );
+      }
+      console.log(
+        `pack test: ${((Date.now() - started) / 1000).toFixed(0)} s (tarball ${(info.size / 1024).toFixed(0)} KiB)`,
+      );
+    },
+    10 * 60 * 1000,
+  );
 });

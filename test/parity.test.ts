@@ -39,9 +39,15 @@ describe('parity grid', () => {
   it('covers every schedule kind in every phase, every reduction, C, dimension count and dtype', () => {
     for (const kind of WARMUP_KINDS) {
       const phases = kind === 'none' ? ['before'] : PHASES; // no warm-up has no phases
-      for (const phase of phases) expect([kind, phase, has((s) => s.warmup.kind === kind && (kind === 'none' || s.phase === phase))]).toEqual([kind, phase, true]);
+      for (const phase of phases)
+        expect([kind, phase, has((s) => s.warmup.kind === kind && (kind === 'none' || s.phase === phase))]).toEqual([
+          kind,
+          phase,
+          true,
+        ]);
     }
-    for (const reduction of REDUCTIONS) expect([reduction, has((s) => s.reduction === reduction)]).toEqual([reduction, true]);
+    for (const reduction of REDUCTIONS)
+      expect([reduction, has((s) => s.reduction === reduction)]).toEqual([reduction, true]);
     for (const classes of CLASS_COUNTS) expect([classes, has((s) => s.shape[1] === classes)]).toEqual([classes, true]);
     for (const dims of [2, 3, 4, 5]) expect([dims, has((s) => s.shape.length === dims)]).toEqual([dims, true]);
     for (const dtype of ['float32', 'float64']) expect(has((s) => s.dtype === dtype)).toBe(true);
@@ -68,10 +74,15 @@ if (python.path === null && process.env.PARITY_REQUIRE_LIVE === '1') {
     throw new Error(python.reason);
   });
 } else if (python.path === null) {
-  console.warn(`parity.test.ts: live PyTorch parity SKIPPED: ${python.reason}. test/parity-golden.test.ts still checks parity.`);
+  console.warn(
+    `parity.test.ts: live PyTorch parity SKIPPED: ${python.reason}. test/parity-golden.test.ts still checks parity.`,
+  );
 }
 const describeLive = python.path === null ? describe.skip : describe;
-const liveTitle = python.path === null ? 'live parity with PyTorch (skipped: no Python with torch)' : `live parity with PyTorch ${python.torchVersion} (${python.path})`;
+const liveTitle =
+  python.path === null
+    ? 'live parity with PyTorch (skipped: no Python with torch)'
+    : `live parity with PyTorch ${python.torchVersion} (${python.path})`;
 
 describeLive(liveTitle, () => {
   let expected = new Map<number, ExpectedResult>();
@@ -87,7 +98,8 @@ describeLive(liveTitle, () => {
   }, 600000);
 
   afterAll(() => {
-    if (reports.length > 0) console.log(`parity: ${reports.length} cases on ${DEVICE}\n${formatSummary(summarize(reports))}`);
+    if (reports.length > 0)
+      console.log(`parity: ${reports.length} cases on ${DEVICE}\n${formatSummary(summarize(reports))}`);
   });
 
   it('compares with the PyTorch of the LibTorch the addon was built against', () => {

@@ -13,7 +13,8 @@ const root = path.resolve(__dirname, '..');
 const built = path.join(root, 'build', 'Release');
 const record = JSON.parse(fs.readFileSync(path.join(built, 'libtorch.json'), 'utf8'));
 const runnable = process.platform === 'linux' && fs.existsSync(path.join(root, 'dist', 'native.js'));
-if (!runnable) console.warn('prebuild loader tests skipped: Linux only, and they need the compiled dist/ (npm run build:ts)');
+if (!runnable)
+  console.warn('prebuild loader tests skipped: Linux only, and they need the compiled dist/ (npm run build:ts)');
 const describeIf = runnable ? describe : describe.skip;
 
 /** A package folder with dist/ and the given prebuilds (each a copy of this build with the given record). */
@@ -24,7 +25,8 @@ function packageWith(records: Record<string, unknown>[]): string {
   fs.copyFileSync(path.join(root, 'package.json'), path.join(pkg, 'package.json'));
   const folder = path.join(pkg, 'prebuilds', `${process.platform}-${process.arch}`);
   fs.mkdirSync(folder, { recursive: true });
-  for (const r of records) fs.copyFileSync(path.join(built, 'bootstrapped_ce.node'), path.join(folder, r.binary as string));
+  for (const r of records)
+    fs.copyFileSync(path.join(built, 'bootstrapped_ce.node'), path.join(folder, r.binary as string));
   fs.writeFileSync(path.join(folder, 'libtorch.json'), JSON.stringify({ prebuilds: records }));
   return pkg;
 }
@@ -55,8 +57,14 @@ describeIf('prebuild flavours: the loader refuses a mismatch with a reason, load
     dirs.push(pkg);
     const { ok, text } = load(pkg);
     expect(ok).toBe(false);
-    expect(text).toMatch(new RegExp(`a\\.napi\\.node \\(prebuild, not loaded\\): refused: it is built for LibTorch ${major}\\.${minor + 1}\\.0 .* but the LibTorch in \\S+ is ${major}\\.${minor}`));
-    expect(text).toMatch(/b\.napi\.node \(prebuild, not loaded\): refused: .* with the (pre-)?C\+\+11 ABI, but the LibTorch in \S+ uses the (pre-)?C\+\+11 ABI/);
+    expect(text).toMatch(
+      new RegExp(
+        `a\\.napi\\.node \\(prebuild, not loaded\\): refused: it is built for LibTorch ${major}\\.${minor + 1}\\.0 .* but the LibTorch in \\S+ is ${major}\\.${minor}`,
+      ),
+    );
+    expect(text).toMatch(
+      /b\.napi\.node \(prebuild, not loaded\): refused: .* with the (pre-)?C\+\+11 ABI, but the LibTorch in \S+ uses the (pre-)?C\+\+11 ABI/,
+    );
     expect(text).toMatch(
       record.cuda
         ? /c\.napi\.node \(prebuild, not loaded\): refused: .* is a CUDA build: rebuild from source/

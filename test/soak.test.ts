@@ -9,10 +9,25 @@ import * as path from 'path';
 
 const root = path.join(__dirname, '..');
 
-function soak(extra: string[]): { result: Record<string, unknown> & { pass: boolean; failures: string[] }; output: string } {
+function soak(extra: string[]): {
+  result: Record<string, unknown> & { pass: boolean; failures: string[] };
+  output: string;
+} {
   const child = spawnSync(
     process.execPath,
-    [require.resolve('ts-node/dist/bin.js'), '--transpile-only', 'scripts/soak.ts', '--iterations', '3000', '--warmup', '1000', '--report-every', '1000', '--json', ...extra],
+    [
+      require.resolve('ts-node/dist/bin.js'),
+      '--transpile-only',
+      'scripts/soak.ts',
+      '--iterations',
+      '3000',
+      '--warmup',
+      '1000',
+      '--report-every',
+      '1000',
+      '--json',
+      ...extra,
+    ],
     { cwd: root, encoding: 'utf8', timeout: 55000 },
   );
   const output = `${child.stdout}\n${child.stderr}`;
@@ -23,8 +38,12 @@ function soak(extra: string[]): { result: Record<string, unknown> & { pass: bool
   } catch {
     throw new Error(`soak printed no result (status ${child.status}, signal ${child.signal}):\n${output}`);
   }
-  // eslint-disable-next-line no-console
-  console.log(output.split('\n').filter((l) => /^(PASS|FAIL|iter)/.test(l)).join('\n'));
+  console.log(
+    output
+      .split('\n')
+      .filter((l) => /^(PASS|FAIL|iter)/.test(l))
+      .join('\n'),
+  );
   return { result, output };
 }
 

@@ -2,6 +2,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { inspect } from 'util';
 import * as bce from '../lib';
+import { native as nativeBinding } from '../lib/native';
 
 describe('tensor round trips', () => {
   const cases: [bce.DType, ArrayLike<number | bigint>, string][] = [
@@ -23,7 +24,9 @@ describe('tensor round trips', () => {
     expect(t.device).toBe('cpu');
     const out = t.toArray();
     expect(out.constructor.name).toBe(arrayType);
-    const expected = Array.from(values as ArrayLike<number>).map((v) => (arrayType === 'BigInt64Array' ? BigInt(v) : v));
+    const expected = Array.from(values as ArrayLike<number>).map((v) =>
+      arrayType === 'BigInt64Array' ? BigInt(v) : v,
+    );
     expect(Array.from(out as ArrayLike<number>)).toEqual(expected);
     t.dispose();
   });
@@ -46,7 +49,11 @@ describe('tensor round trips', () => {
   });
 
   test('nested arrays infer the shape; booleans infer bool', () => {
-    const t = bce.tensor([[[1], [2]], [[3], [4]], [[5], [6]]]);
+    const t = bce.tensor([
+      [[1], [2]],
+      [[3], [4]],
+      [[5], [6]],
+    ]);
     expect(t.shape).toEqual([3, 2, 1]);
     expect(t.dtype).toBe('float32');
     expect(bce.tensor([true, false]).dtype).toBe('bool');
@@ -54,13 +61,16 @@ describe('tensor round trips', () => {
     expect(bce.tensor(7).item()).toBe(7);
   });
 
-  test.each(['float32', 'float64', 'int64', 'bool'] as bce.DType[])('shapes with 0 elements round-trip (%s)', (dtype) => {
-    const t = bce.tensor([], { dtype, shape: [0, 3] });
-    expect(t.shape).toEqual([0, 3]);
-    expect(t.numel).toBe(0);
-    expect(t.toArray().length).toBe(0);
-    expect(bce.zeros([2, 0, 4], { dtype }).toArray().length).toBe(0);
-  });
+  test.each(['float32', 'float64', 'int64', 'bool'] as bce.DType[])(
+    'shapes with 0 elements round-trip (%s)',
+    (dtype) => {
+      const t = bce.tensor([], { dtype, shape: [0, 3] });
+      expect(t.shape).toEqual([0, 3]);
+      expect(t.numel).toBe(0);
+      expect(t.toArray().length).toBe(0);
+      expect(bce.zeros([2, 0, 4], { dtype }).toArray().length).toBe(0);
+    },
+  );
 
   test('integer dtypes take every value they hold, exactly, up to the ends of their range', () => {
     const valuesOf = (t: bce.Tensor) => Array.from(t.toArray() as ArrayLike<number | bigint>);
@@ -304,7 +314,11 @@ describe('bad arguments give named errors', () => {
   ])('%s', (_label, fn, name, pattern) => named(fn, name, pattern));
 
   test('unallocatable tensors fail with an error, and the process goes on', () => {
-    named(() => bce.zeros([2 ** 26, 2 ** 26]), 'RangeError', /zeros: shape \[67108864,67108864\].*could not be allocated/);
+    named(
+      () => bce.zeros([2 ** 26, 2 ** 26]),
+      'RangeError',
+      /zeros: shape \[67108864,67108864\].*could not be allocated/,
+    );
     expect(bce.ones([2]).sum().item()).toBe(2);
   });
 
@@ -358,8 +372,8 @@ describe('bad arguments give named errors', () => {
 });
 
 describe('native methods refuse receivers of the wrong kind', () => {
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
-  const raw = require('../lib/native').native as Record<string, any>;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- calls native methods with wrong receivers on purpose
+  const raw = nativeBinding as Record<string, any>;
   const named = (fn: () => unknown, pattern: RegExp) => {
     let error: Error | undefined;
     try {
@@ -373,7 +387,13 @@ describe('native methods refuse receivers of the wrong kind', () => {
 
   test('a tensor method called on another native object, or a plain one, throws instead of crashing', () => {
     const tensor = bce.ones([2]).handle as unknown as Record<string, (...a: unknown[]) => unknown>;
-    const optimizer = new raw.OptimizerHandle('sgd', [bce.ones([2], { requiresGrad: true }).handle], { lr: 0.1, momentum: 0, weightDecay: 0, nesterov: false, dampening: 0 });
+    const optimizer = new raw.OptimizerHandle('sgd', [bce.ones([2], { requiresGrad: true }).handle], {
+      lr: 0.1,
+      momentum: 0,
+      weightDecay: 0,
+      nesterov: false,
+      dampening: 0,
+    });
     named(() => tensor.sum.call(optimizer), /wrong kind/);
     named(() => tensor.sum.call({}), /wrong kind/);
     named(() => optimizer.step.call(tensor), /wrong kind/);
@@ -391,12 +411,25 @@ describe('native methods refuse receivers of the wrong kind', () => {
 
 describe('inspection (console.log)', () => {
   test('a tensor shows shape, dtype, device, requiresGrad and its values', () => {
-    const t = bce.tensor([[1.5, 2], [3, 4.123456789]], { requiresGrad: true });
+    const t = bce.tensor(
+      [
+        [1.5, 2],
+        [3, 4.123456789],
+      ],
+      { requiresGrad: true },
+    );
     expect(inspect(t)).toBe('Tensor(shape=[2, 2], dtype=float32, device=cpu, requiresGrad=true) [1.5, 2, 3, 4.1235]');
-    const ints = bce.tensor(Array.from({ length: 10 }, (_, i) => i * 3), { dtype: 'int64' });
+    const ints = bce.tensor(
+      Array.from({ length: 10 }, (_, i) => i * 3),
+      { dtype: 'int64' },
+    );
     expect(inspect(ints)).toBe('Tensor(shape=[10], dtype=int64, device=cpu) [0, 3, 6, 9, 12, 15, ..., 24, 27]');
-    expect(inspect(bce.zeros([400, 400]))).toBe('Tensor(shape=[400, 400], dtype=float32, device=cpu) (160000 elements)');
-    expect(inspect({ nested: bce.tensor([true, false]) })).toContain('Tensor(shape=[2], dtype=bool, device=cpu) [1, 0]');
+    expect(inspect(bce.zeros([400, 400]))).toBe(
+      'Tensor(shape=[400, 400], dtype=float32, device=cpu) (160000 elements)',
+    );
+    expect(inspect({ nested: bce.tensor([true, false]) })).toContain(
+      'Tensor(shape=[2], dtype=bool, device=cpu) [1, 0]',
+    );
     t.dispose();
     expect(inspect(t)).toBe('Tensor(disposed)');
   });
@@ -405,8 +438,12 @@ describe('inspection (console.log)', () => {
     const module = bce.jit.load('models/segnet.pt');
     const params = module.parameters();
     const values = params.reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
-    expect(inspect(module)).toBe(`Module(parameters=${params.length} tensors, ${values} values, device=cpu, training=true)`);
+    expect(inspect(module)).toBe(
+      `Module(parameters=${params.length} tensors, ${values} values, device=cpu, training=true)`,
+    );
     const sgd = new bce.optim.SGD(params, { lr: 0.5, momentum: 0.9 });
-    expect(inspect(sgd)).toBe(`SGD(lr=0.5, momentum=0.9, dampening=0, weightDecay=0, nesterov=false, params=${params.length})`);
+    expect(inspect(sgd)).toBe(
+      `SGD(lr=0.5, momentum=0.9, dampening=0, weightDecay=0, nesterov=false, params=${params.length})`,
+    );
   });
 });

@@ -66,8 +66,14 @@ describe('jit.load and Module', () => {
     const model = bce.jit.load(MODEL);
     const named = model.namedParameters();
     expect(named.map(([name]) => name)).toEqual([
-      'conv1.weight', 'conv1.bias', 'conv2.weight', 'conv2.bias',
-      'conv3.weight', 'conv3.bias', 'head.weight', 'head.bias',
+      'conv1.weight',
+      'conv1.bias',
+      'conv2.weight',
+      'conv2.bias',
+      'conv3.weight',
+      'conv3.bias',
+      'head.weight',
+      'head.bias',
     ]);
     expect(named[0][1].shape).toEqual([16, 3, 3, 3]);
     const params = model.parameters();
@@ -116,7 +122,9 @@ describe('jit.load and Module', () => {
   });
 
   test('bad arguments name the argument', () => {
-    expect(() => bce.jit.load(42 as unknown as string)).toThrow(new TypeError('path must be a non-empty string, got 42'));
+    expect(() => bce.jit.load(42 as unknown as string)).toThrow(
+      new TypeError('path must be a non-empty string, got 42'),
+    );
     expect(() => bce.jit.load(MODEL, { device: 'tpu' })).toThrow(/device must be/);
     expect(() => bce.jit.load(MODEL, 'cpu' as unknown as bce.LoadOptions)).toThrow(/options must be an object/);
     expect(() => bce.jit.load('/no/such/model.pt')).toThrow(/no such file/);
@@ -236,7 +244,8 @@ describe('training', () => {
     expect(new bce.optim.AdamW([p]).options).toMatchObject({ weightDecay: 1e-2, betas: [0.9, 0.999], eps: 1e-8 });
   });
 
-  const grads = (step: number, n: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(0.7 * i + 1.3 * step) + 0.1 * step);
+  const grads = (step: number, n: number) =>
+    Float32Array.from({ length: n }, (_, i) => Math.sin(0.7 * i + 1.3 * step) + 0.1 * step);
 
   function run(make: (p: bce.Tensor[]) => bce.optim.Optimizer, steps: number, resumeAt?: number): Float32Array {
     const init = Float32Array.from({ length: 12 }, (_, i) => Math.cos(i) * 0.5);
@@ -250,14 +259,19 @@ describe('training', () => {
         optimizer.loadStateDict(saved);
       }
       optimizer.zeroGrad();
-      p.mul(bce.tensor(grads(step, 12), { shape: [3, 4] })).sum().backward();
+      p.mul(bce.tensor(grads(step, 12), { shape: [3, 4] }))
+        .sum()
+        .backward();
       optimizer.step();
     }
     return values(p);
   }
 
   test.each([
-    ['SGD with momentum', (p: bce.Tensor[]) => new bce.optim.SGD(p, { lr: 0.1, momentum: 0.9, nesterov: true, weightDecay: 0.01 })],
+    [
+      'SGD with momentum',
+      (p: bce.Tensor[]) => new bce.optim.SGD(p, { lr: 0.1, momentum: 0.9, nesterov: true, weightDecay: 0.01 }),
+    ],
     ['Adam', (p: bce.Tensor[]) => new bce.optim.Adam(p, { lr: 0.01, weightDecay: 0.1 })],
     ['AdamW with amsgrad', (p: bce.Tensor[]) => new bce.optim.AdamW(p, { lr: 0.01, amsgrad: true })],
   ])('%s: stateDict / loadStateDict resume exactly where an uninterrupted run goes', (_, make) => {
@@ -265,7 +279,10 @@ describe('training', () => {
     const resumed = run(make, 5, 3);
     expect(maxDiff(resumed, uninterrupted)).toBe(0);
     // Without the state, the trajectory differs (so the test can fail).
-    const p = bce.tensor(Float32Array.from({ length: 12 }, (_, i) => Math.cos(i) * 0.5), { shape: [3, 4], requiresGrad: true });
+    const p = bce.tensor(
+      Float32Array.from({ length: 12 }, (_, i) => Math.cos(i) * 0.5),
+      { shape: [3, 4], requiresGrad: true },
+    );
     expect(make([p]).stateDict().state).toEqual([null]);
   });
 
@@ -290,16 +307,28 @@ describe('training', () => {
   test('bad arguments name the argument', () => {
     const p = bce.ones([2], { requiresGrad: true });
     expect(() => new bce.optim.SGD([p], undefined as unknown as bce.SGDOptions)).toThrow(TypeError);
-    expect(() => new bce.optim.SGD([p], {} as bce.SGDOptions)).toThrow(new TypeError('lr must be a number, got undefined'));
+    expect(() => new bce.optim.SGD([p], {} as bce.SGDOptions)).toThrow(
+      new TypeError('lr must be a number, got undefined'),
+    );
     expect(() => new bce.optim.SGD([p], { lr: 0 })).toThrow(new RangeError('lr must be > 0, got 0'));
     expect(() => new bce.optim.SGD([p], { lr: 0.1, momentum: -1 })).toThrow(/momentum must be >= 0/);
     expect(() => new bce.optim.SGD([p], { lr: 0.1, nesterov: true })).toThrow(/nesterov needs momentum/);
     expect(() => new bce.optim.SGD([], { lr: 0.1 })).toThrow(RangeError);
-    expect(() => new bce.optim.SGD('p' as unknown as bce.Tensor[], { lr: 0.1 })).toThrow(/params must be an array of Tensors/);
-    expect(() => new bce.optim.SGD([p, 3] as unknown as bce.Tensor[], { lr: 0.1 })).toThrow(/params\[1\] must be a Tensor/);
-    expect(() => new bce.optim.SGD([bce.ones([2], { dtype: 'int64' })], { lr: 0.1 })).toThrow(/params\[0\] must be a floating-point/);
-    expect(() => new bce.optim.Adam([p], { betas: [0.9, 1] })).toThrow(new RangeError('betas[1] must be in [0, 1), got 1'));
-    expect(() => new bce.optim.Adam([p], { betas: 0.9 as unknown as [number, number] })).toThrow(/betas must be an array/);
+    expect(() => new bce.optim.SGD('p' as unknown as bce.Tensor[], { lr: 0.1 })).toThrow(
+      /params must be an array of Tensors/,
+    );
+    expect(() => new bce.optim.SGD([p, 3] as unknown as bce.Tensor[], { lr: 0.1 })).toThrow(
+      /params\[1\] must be a Tensor/,
+    );
+    expect(() => new bce.optim.SGD([bce.ones([2], { dtype: 'int64' })], { lr: 0.1 })).toThrow(
+      /params\[0\] must be a floating-point/,
+    );
+    expect(() => new bce.optim.Adam([p], { betas: [0.9, 1] })).toThrow(
+      new RangeError('betas[1] must be in [0, 1), got 1'),
+    );
+    expect(() => new bce.optim.Adam([p], { betas: 0.9 as unknown as [number, number] })).toThrow(
+      /betas must be an array/,
+    );
     expect(() => new bce.optim.Adam([p], { eps: 0 })).toThrow(/eps must be > 0/);
     expect(() => new bce.optim.AdamW([p], { amsgrad: 1 as unknown as boolean })).toThrow(/amsgrad must be a boolean/);
     const adam = new bce.optim.Adam([p]);

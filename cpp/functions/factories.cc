@@ -37,8 +37,7 @@ c10::ScalarType SourceDtype(Napi::Env env, const Napi::TypedArray& array) {
     case napi_int32_array: return at::kInt;
     case napi_bigint64_array: return at::kLong;
     case napi_uint8_array: return at::kByte;
-    default:
-      ThrowType(env, "data must be a Float32Array, Float64Array, Int32Array, BigInt64Array or Uint8Array");
+    default: ThrowType(env, "data must be a Float32Array, Float64Array, Int32Array, BigInt64Array or Uint8Array");
   }
 }
 
@@ -51,7 +50,8 @@ std::string ShapeText(const std::vector<int64_t>& shape) {
 // Runs a factory; an allocation LibTorch cannot satisfy becomes a RangeError naming the shape, instead of the
 // allocator's "[enforce fail at alloc_cpu.cpp]" message.
 template <typename Fn>
-at::Tensor Allocate(Napi::Env env, const char* what, const std::vector<int64_t>& shape, c10::ScalarType dtype, Fn&& fn) {
+at::Tensor Allocate(Napi::Env env, const char* what, const std::vector<int64_t>& shape, c10::ScalarType dtype,
+                    Fn&& fn) {
   return Guard(env, [&] {
     try {
       return fn();
@@ -81,14 +81,15 @@ Napi::Value FromData(const Napi::CallbackInfo& info) {
   const c10::ScalarType dtype = ParseDtype(env, info[2], "dtype");
   const c10::Device device = ParseDevice(env, info[3], "device");
   if (Product(shape) != static_cast<int64_t>(array.ElementLength())) {
-    ThrowRange(env, "shape does not match the number of elements in data (" +
-                        std::to_string(array.ElementLength()) + ")");
+    ThrowRange(env,
+               "shape does not match the number of elements in data (" + std::to_string(array.ElementLength()) + ")");
   }
   void* data = static_cast<uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset();
   at::Tensor tensor = Guard(env, [&] {
     // Copy while the JavaScript memory is pinned by this synchronous call, then convert and move.
-    at::Tensor host = array.ElementLength() == 0 ? at::empty(shape, at::TensorOptions().dtype(source))
-                                                 : at::from_blob(data, shape, at::TensorOptions().dtype(source)).clone();
+    at::Tensor host = array.ElementLength() == 0
+                          ? at::empty(shape, at::TensorOptions().dtype(source))
+                          : at::from_blob(data, shape, at::TensorOptions().dtype(source)).clone();
     return host.to(device, dtype);
   });
   return TensorHandle::Wrap(env, tensor);

@@ -1,8 +1,8 @@
 #include "functions/losses.h"
 
+#include "loss/bootstrapped_ce.h"
 #include "napi/convert.h"
 #include "napi/errors.h"
-#include "loss/bootstrapped_ce.h"
 #include "objects/tensor_handle.h"
 
 namespace bce {
@@ -104,7 +104,8 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void RegisterLoss(Napi::Env env, Napi::Object exports) {
-  exports.Set("bootstrappedCrossEntropy", Napi::Function::New<BootstrappedCrossEntropy>(env, "bootstrappedCrossEntropy"));
+  exports.Set("bootstrappedCrossEntropy",
+              Napi::Function::New<BootstrappedCrossEntropy>(env, "bootstrappedCrossEntropy"));
   exports.Set("bootstrappedBinaryCrossEntropy",
               Napi::Function::New<BootstrappedBinaryCrossEntropy>(env, "bootstrappedBinaryCrossEntropy"));
   exports.Set("crossEntropy", Napi::Function::New<CrossEntropy>(env, "crossEntropy"));

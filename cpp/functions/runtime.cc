@@ -1,10 +1,10 @@
 #include "functions/runtime.h"
 
+#include "loss/cpu_dispatch.h"
 #include "napi/addon_data.h"
 #include "napi/convert.h"
-#include "runtime/cpu_allocator.h"
 #include "napi/errors.h"
-#include "loss/cpu_dispatch.h"
+#include "runtime/cpu_allocator.h"
 
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>

@@ -40,16 +40,17 @@ void CheckShapes(const at::Tensor& input, const at::Tensor& target, bool probabi
   TORCH_CHECK_TYPE(at::isFloatingType(input.scalar_type()), "input must be a floating-point tensor, got ",
                    input.scalar_type());
   TORCH_CHECK_VALUE(input.dim() >= 2, "input must have shape (N, C) or (N, C, d1, ...), got ", input.sizes());
-  TORCH_CHECK(input.device() == target.device(), "input and target must be on the same device, got ",
-              input.device(), " and ", target.device());
+  TORCH_CHECK(input.device() == target.device(), "input and target must be on the same device, got ", input.device(),
+              " and ", target.device());
   if (probabilities) {
-    TORCH_CHECK_VALUE(target.sizes() == input.sizes(), "probability target must have the input's shape ",
-                      input.sizes(), ", got ", target.sizes());
+    TORCH_CHECK_VALUE(target.sizes() == input.sizes(), "probability target must have the input's shape ", input.sizes(),
+                      ", got ", target.sizes());
     return;
   }
   TORCH_CHECK_TYPE(at::isIntegralType(target.scalar_type(), /*includeBool=*/false),
                    "target must hold class indices (an integer dtype) or class probabilities (the input's "
-                   "floating dtype), got ", target.scalar_type());
+                   "floating dtype), got ",
+                   target.scalar_type());
   std::vector<int64_t> expected(input.sizes().begin(), input.sizes().end());
   expected.erase(expected.begin() + 1);
   TORCH_CHECK_VALUE(target.sizes().vec() == expected, "target must have shape ", at::IntArrayRef(expected),
@@ -67,7 +68,8 @@ F::CrossEntropyFuncOptions CrossEntropyOptions(const BootstrappedOptions& option
 
 // An explicit request for the fused kernel where it does not apply is an error, never a silent fallback.
 void RefuseFused(const BootstrappedOptions& options) {
-  TORCH_CHECK(options.impl != Impl::kFused, "impl 'fused' does not apply here: it needs a contiguous float32 CPU "
+  TORCH_CHECK(options.impl != Impl::kFused,
+              "impl 'fused' does not apply here: it needs a contiguous float32 CPU "
               "input with fewer than 2^31 pixels, class-index targets, labelSmoothing 0, perSample false, "
               "reduction 'mean' or 'sum', and no class weights or float32 CPU class weights of length C that do not "
               "require grad");
@@ -125,8 +127,8 @@ BootstrappedResult bootstrapped_binary_cross_entropy(const at::Tensor& input, co
   const NoAutogradUnlessNeeded no_autograd({&input, &target, &options.weight, &options.pos_weight});
   TORCH_CHECK_TYPE(at::isFloatingType(input.scalar_type()) && at::isFloatingType(target.scalar_type()),
                    "input and target must be floating-point tensors");
-  TORCH_CHECK_VALUE(input.sizes() == target.sizes(), "target must have the input's shape ", input.sizes(),
-                    ", got ", target.sizes());
+  TORCH_CHECK_VALUE(input.sizes() == target.sizes(), "target must have the input's shape ", input.sizes(), ", got ",
+                    target.sizes());
   TORCH_CHECK_VALUE(input.dim() >= 1, "input must have at least one dimension");
   TORCH_CHECK(input.device() == target.device(), "input and target must be on the same device");
   TORCH_CHECK_VALUE(options.p > 0.0 && options.p <= 1.0, "p must be in (0, 1], got ", options.p);
@@ -139,8 +141,10 @@ BootstrappedResult bootstrapped_binary_cross_entropy(const at::Tensor& input, co
   } else {
     if (!input.device().is_cpu()) {
       // On CPU LibTorch checks this itself; on CUDA it would be a device-side assert.
-      const int64_t outside = input.detach().ge(0).logical_and(input.detach().le(1)).logical_not().sum().item<int64_t>();
-      TORCH_CHECK_INDEX(outside == 0, "input holds ", outside, " value(s) outside [0, 1]; "
+      const int64_t outside =
+          input.detach().ge(0).logical_and(input.detach().le(1)).logical_not().sum().item<int64_t>();
+      TORCH_CHECK_INDEX(outside == 0, "input holds ", outside,
+                        " value(s) outside [0, 1]; "
                         "use bootstrappedBinaryCrossEntropyWithLogits for logits");
     }
     F::BinaryCrossEntropyFuncOptions bce;

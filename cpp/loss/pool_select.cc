@@ -162,7 +162,9 @@ BootstrappedResult BatchScope(const at::Tensor& input, const Pool& pool, const B
   switch (options.reduction) {
     case Reduction::kSelected: result.loss = selected; break;
     case Reduction::kSum: result.loss = selected.sum(); break;
-    case Reduction::kNone: result.loss = at::zeros_like(flat).index_copy(0, index, selected).view(losses.sizes()); break;
+    case Reduction::kNone:
+      result.loss = at::zeros_like(flat).index_copy(0, index, selected).view(losses.sizes());
+      break;
     case Reduction::kMean:
       result.loss = pool.denominator_weight.defined()
                         ? selected.sum() / pool.denominator_weight.reshape(-1).index_select(0, index).sum()

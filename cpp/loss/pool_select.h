@@ -26,10 +26,10 @@ PoolCounts CountPool(const at::Tensor& target, int64_t ignore_index, int64_t cla
 void CheckTargetsInRange(int64_t out_of_range, int64_t classes, int64_t ignore_index);
 
 struct Pool {
-  at::Tensor losses;              // per element, differentiable
-  at::Tensor ignored;             // bool, shaped like losses; undefined when no element is ignored
-  at::Tensor denominator_weight;  // w[y] per element for the weighted mean; undefined means 1 per element
-  PoolCounts counts;              // filled by PoolOf when every element is valid
+  at::Tensor losses;               // per element, differentiable
+  at::Tensor ignored;              // bool, shaped like losses; undefined when no element is ignored
+  at::Tensor denominator_weight;   // w[y] per element for the weighted mean; undefined means 1 per element
+  PoolCounts counts;               // filled by PoolOf when every element is valid
   bool counts_from_shape = false;  // every element valid: counts follow from the shape
 };
 

@@ -2,12 +2,12 @@
 // and in any number of worker threads.
 #include <napi.h>
 
-#include "napi/addon_data.h"
 #include "functions/factories.h"
-#include "objects/module_handle.h"
 #include "functions/losses.h"
-#include "objects/optimizer_handle.h"
 #include "functions/runtime.h"
+#include "napi/addon_data.h"
+#include "objects/module_handle.h"
+#include "objects/optimizer_handle.h"
 #include "objects/tensor_handle.h"
 
 namespace {

@@ -11,10 +11,9 @@ namespace bce {
 namespace {
 
 const std::pair<const char*, c10::ScalarType> kDtypes[] = {
-    {"float32", c10::ScalarType::Float}, {"float64", c10::ScalarType::Double},
-    {"float16", c10::ScalarType::Half},  {"bfloat16", c10::ScalarType::BFloat16},
-    {"int32", c10::ScalarType::Int},     {"int64", c10::ScalarType::Long},
-    {"uint8", c10::ScalarType::Byte},    {"bool", c10::ScalarType::Bool},
+    {"float32", c10::ScalarType::Float},     {"float64", c10::ScalarType::Double}, {"float16", c10::ScalarType::Half},
+    {"bfloat16", c10::ScalarType::BFloat16}, {"int32", c10::ScalarType::Int},      {"int64", c10::ScalarType::Long},
+    {"uint8", c10::ScalarType::Byte},        {"bool", c10::ScalarType::Bool},
 };
 
 constexpr double kMaxSafeInteger = 9007199254740991.0;

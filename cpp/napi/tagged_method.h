@@ -23,8 +23,10 @@ Napi::Value CallTagged(const Napi::CallbackInfo& info) {
 // values, only templates, and InstanceMethod is the unchecked kind.)
 template <typename T, const napi_type_tag* Tag, Napi::Value (T::*Method)(const Napi::CallbackInfo&)>
 void AddTaggedMethod(Napi::Env env, Napi::Function constructor, const char* name) {
-  constructor.Get("prototype").As<Napi::Object>().DefineProperty(Napi::PropertyDescriptor::Value(
-      name, Napi::Function::New<&CallTagged<T, Tag, Method>>(env, name), napi_default_method));
+  constructor.Get("prototype")
+      .As<Napi::Object>()
+      .DefineProperty(Napi::PropertyDescriptor::Value(name, Napi::Function::New<&CallTagged<T, Tag, Method>>(env, name),
+                                                      napi_default_method));
 }
 
 }  // namespace bce

@@ -2,8 +2,8 @@
 
 #include "napi/convert.h"
 #include "napi/errors.h"
-#include "objects/tensor_handle.h"
 #include "napi/tagged_method.h"
+#include "objects/tensor_handle.h"
 
 #include <torch/script.h>
 
@@ -31,19 +31,22 @@ Napi::Value IValueToJs(Napi::Env env, const c10::IValue& value, int depth) {
   if (value.isTuple()) {
     const auto& elements = value.toTupleRef().elements();
     Napi::Array array = Napi::Array::New(env, elements.size());
-    for (size_t i = 0; i < elements.size(); ++i) array.Set(static_cast<uint32_t>(i), IValueToJs(env, elements[i], depth + 1));
+    for (size_t i = 0; i < elements.size(); ++i)
+      array.Set(static_cast<uint32_t>(i), IValueToJs(env, elements[i], depth + 1));
     return array;
   }
   if (value.isList()) {
     const c10::List<c10::IValue> list = value.toList();
     Napi::Array array = Napi::Array::New(env, list.size());
-    for (size_t i = 0; i < list.size(); ++i) array.Set(static_cast<uint32_t>(i), IValueToJs(env, list.get(i), depth + 1));
+    for (size_t i = 0; i < list.size(); ++i)
+      array.Set(static_cast<uint32_t>(i), IValueToJs(env, list.get(i), depth + 1));
     return array;
   }
   if (value.isGenericDict()) {
     Napi::Object object = Napi::Object::New(env);
     for (const auto& entry : value.toGenericDict()) {
-      if (!entry.key().isString()) ThrowType(env, "forward returned a dict with non-string keys, which JavaScript cannot hold");
+      if (!entry.key().isString())
+        ThrowType(env, "forward returned a dict with non-string keys, which JavaScript cannot hold");
       object.Set(entry.key().toStringRef(), IValueToJs(env, entry.value(), depth + 1));
     }
     return object;
@@ -81,9 +84,7 @@ class ModuleHandle : public Napi::ObjectWrap<ModuleHandle> {
     const bool has_device = info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull();
     c10::Device device(c10::kCPU);
     if (has_device) device = ParseDevice(env, info[1], "device");
-    auto module = Guard(env, [&] {
-      return std::make_unique<torch::jit::Module>(torch::jit::load(path, device));
-    });
+    auto module = Guard(env, [&] { return std::make_unique<torch::jit::Module>(torch::jit::load(path, device)); });
     if (!info.This().IsFunction()) ThrowType(env, "load must be called on the ModuleHandle class");
     Napi::Object object = info.This().As<Napi::Function>().New({});
     // `this` could be any function (load.call(SomethingElse, ...)): only unwrap what really is a ModuleHandle.
@@ -119,7 +120,8 @@ class ModuleHandle : public Napi::ObjectWrap<ModuleHandle> {
       return out;
     });
     Napi::Array array = Napi::Array::New(env, tensors.size());
-    for (size_t i = 0; i < tensors.size(); ++i) array.Set(static_cast<uint32_t>(i), TensorHandle::Wrap(env, tensors[i]));
+    for (size_t i = 0; i < tensors.size(); ++i)
+      array.Set(static_cast<uint32_t>(i), TensorHandle::Wrap(env, tensors[i]));
     return array;
   }
 
@@ -186,9 +188,7 @@ class ModuleHandle : public Napi::ObjectWrap<ModuleHandle> {
     return info.Env().Undefined();
   }
 
-  Napi::Value IsDisposed(const Napi::CallbackInfo& info) {
-    return Napi::Boolean::New(info.Env(), !module_);
-  }
+  Napi::Value IsDisposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !module_); }
 
   std::unique_ptr<torch::jit::Module> module_;
 };

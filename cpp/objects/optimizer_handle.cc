@@ -2,11 +2,10 @@
 
 #include "napi/convert.h"
 #include "napi/errors.h"
-#include "objects/tensor_handle.h"
 #include "napi/tagged_method.h"
+#include "objects/tensor_handle.h"
 
 #include <torch/optim.h>
-
 
 #include <memory>
 #include <sstream>

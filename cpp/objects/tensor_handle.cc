@@ -73,7 +73,8 @@ bool TensorHandle::IsHandle(const Napi::Value& value) {
 at::Tensor TensorHandle::From(Napi::Env env, const Napi::Value& value, const char* what) {
   if (!IsHandle(value)) ThrowType(env, std::string(what) + " must be a Tensor");
   TensorHandle* handle = Napi::ObjectWrap<TensorHandle>::Unwrap(value.As<Napi::Object>());
-  if (!handle->tensor_.defined()) throw Napi::Error::New(env, std::string(what) + " was disposed and can no longer be used");
+  if (!handle->tensor_.defined())
+    throw Napi::Error::New(env, std::string(what) + " was disposed and can no longer be used");
   return handle->tensor_;
 }
 
@@ -182,8 +183,8 @@ Napi::Value TensorHandle::ToArray(const Napi::CallbackInfo& info) {
 Napi::Value TensorHandle::Item(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& t = Live(env);
-  if (t.numel() != 1) ThrowRange(env, "item() needs a tensor with exactly one element, got " +
-                                          std::to_string(t.numel()));
+  if (t.numel() != 1)
+    ThrowRange(env, "item() needs a tensor with exactly one element, got " + std::to_string(t.numel()));
   c10::Scalar value = Guard(env, [&] { return t.item(); });
   if (value.isBoolean()) return Napi::Boolean::New(env, value.toBool());
   return Napi::Number::New(env, value.toDouble());
@@ -192,7 +193,8 @@ Napi::Value TensorHandle::Item(const Napi::CallbackInfo& info) {
 Napi::Value TensorHandle::To(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& t = Live(env);
-  if (!info[0].IsString()) ThrowType(env, "to: the argument must be a device ('cpu', 'cuda', 'cuda:N') or a dtype name");
+  if (!info[0].IsString())
+    ThrowType(env, "to: the argument must be a device ('cpu', 'cuda', 'cuda:N') or a dtype name");
   const std::string target = info[0].As<Napi::String>().Utf8Value();
   if (IsDtypeName(target)) {
     const c10::ScalarType type = ParseDtype(env, info[0], "dtype");

@@ -36,7 +36,12 @@ export function disposeData(data: AddonData): void {
  * leaf on the same storage (detach + requiresGrad, no copy), forward and backward; the fresh gradient is freed
  * afterwards, as PyTorch's side does. On CUDA, loss.item() inside the clock waits for the queued kernels.
  */
-export function oneCall(data: AddonData, p: number, mode: Mode, impl: AddonImpl): { ms: number; loss: number; k: number; fused: boolean } {
+export function oneCall(
+  data: AddonData,
+  p: number,
+  mode: Mode,
+  impl: AddonImpl,
+): { ms: number; loss: number; k: number; fused: boolean } {
   const cuda = data.device !== 'cpu';
   if (mode === 'fwd') {
     const t0 = process.hrtime.bigint();
@@ -90,7 +95,11 @@ export function warmUpJit(classes: number, device: string, ms: number): number {
 }
 
 /** Whether impl 'fused' runs the fused kernel for this workload; the reason where it does not. */
-export function probeFused(data: AddonData, p: number, mode: Mode): { available: boolean; reason?: string; autoFused: boolean } {
+export function probeFused(
+  data: AddonData,
+  p: number,
+  mode: Mode,
+): { available: boolean; reason?: string; autoFused: boolean } {
   let autoFused = false;
   try {
     const leaf = data.x.detach();
@@ -104,7 +113,8 @@ export function probeFused(data: AddonData, p: number, mode: Mode): { available:
   }
   try {
     const r = oneCall(data, p, mode, 'fused');
-    if (!r.fused) return { available: false, reason: "impl 'fused' ran the reference path (fused kernel not built)", autoFused };
+    if (!r.fused)
+      return { available: false, reason: "impl 'fused' ran the reference path (fused kernel not built)", autoFused };
     return { available: true, autoFused };
   } catch (error) {
     const message = String((error as Error)?.message ?? error).split('\n')[0];
@@ -135,7 +145,13 @@ export function measurePeak(data: AddonData, p: number, mode: Mode, impl: AddonI
   if (data.device !== 'cpu') {
     oneCall(data, p, mode, impl);
     const r = oneCall(data, p, mode, impl);
-    return { peakBytes: null, method: 'not measured on CUDA (the addon has no CUDA allocator statistics)', firstMs: r.ms, loss: r.loss, fused: r.fused };
+    return {
+      peakBytes: null,
+      method: 'not measured on CUDA (the addon has no CUDA allocator statistics)',
+      firstMs: r.ms,
+      loss: r.loss,
+      fused: r.fused,
+    };
   }
   // One call on a tiny input first, so that one-time initialisation (thread pool, kernels) is not counted.
   const small = makeData([1, data.x.shape[1], 8, 8], 1, data.device);

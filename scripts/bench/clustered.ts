@@ -23,9 +23,11 @@ const shape = options.size.toLowerCase().split('x').map(Number);
 const p = Number(options.p);
 const threads = Number(options.threads);
 const reps = Number(options.reps);
-if (shape.length !== 4 || shape.some((d) => !Number.isInteger(d) || d < 1)) throw new Error(`--size: '${options.size}' is not NxCxHxW`);
+if (shape.length !== 4 || shape.some((d) => !Number.isInteger(d) || d < 1))
+  throw new Error(`--size: '${options.size}' is not NxCxHxW`);
 if (!(p > 0 && p <= 1)) throw new Error(`--p: '${options.p}' is not in (0, 1]`);
-if (!Number.isInteger(threads) || threads < 1) throw new Error(`--threads: '${options.threads}' is not a positive integer`);
+if (!Number.isInteger(threads) || threads < 1)
+  throw new Error(`--threads: '${options.threads}' is not a positive integer`);
 if (!Number.isInteger(reps) || reps < 1) throw new Error(`--reps: '${options.reps}' is not a positive integer`);
 const [N, C, H, W] = shape;
 bce.setNumThreads(threads);
@@ -90,7 +92,9 @@ function backwardTimes(x: bce.Tensor, y: bce.Tensor): number[] {
 
 bce.manualSeed(0);
 const kinds = { random: { x: bce.randn(shape), y: bce.randint(0, C, [N, H, W]) }, banded: banded() };
-console.log(`fused backward, ${options.size}, p = ${p}, ${threads} thread(s), ${reps} calls each (cpuKernels ${bce.info().cpuKernels})`);
+console.log(
+  `fused backward, ${options.size}, p = ${p}, ${threads} thread(s), ${reps} calls each (cpuKernels ${bce.info().cpuKernels})`,
+);
 for (const [name, { x, y }] of Object.entries(kinds)) {
   const share = linesWithSelected(x, y);
   const times = backwardTimes(x, y);

@@ -32,7 +32,12 @@ const IMPLS: ImplName[] = ['reference', 'fused', 'torch'];
 // ---------------------------------------------------------------- options
 
 function list<T>(parse: (s: string) => T) {
-  return (value: string): T[] => value.split(',').map((s) => s.trim()).filter(Boolean).map(parse);
+  return (value: string): T[] =>
+    value
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean)
+      .map(parse);
 }
 
 function parseSize(s: string): number[] {
@@ -70,9 +75,15 @@ const program = new Command()
   .option('--p <list>', 'kept fractions (default 0.15,0.25; quick: 0.25)')
   .option('--passes <list>', 'fwd (forward alone) and/or fwdbwd (forward + backward)', 'fwd,fwdbwd')
   .option('--reps <n>', 'timed repetitions per implementation and workload (default: by size, 5 to 200)')
-  .option('--rounds <n>', 'interleaved rounds the repetitions are split into (default: 20, or one per repetition below 20)')
+  .option(
+    '--rounds <n>',
+    'interleaved rounds the repetitions are split into (default: 20, or one per repetition below 20)',
+  )
   .option('--quick', 'a small subset that runs in under a minute')
-  .option('--mem <which>', 'peak memory (a fresh process per workload and implementation): all, largest (size only) or none (default all; quick: largest)')
+  .option(
+    '--mem <which>',
+    'peak memory (a fresh process per workload and implementation): all, largest (size only) or none (default all; quick: largest)',
+  )
   .option('--device <device>', 'cpu or cuda', 'cpu')
   .option('--out <dir>', 'folder for bench.json and bench.md', 'bench-results')
   .option('--seed <n>', 'random seed of the data (the same in both processes)', String(SEED))
@@ -96,7 +107,11 @@ const raw = program.opts<{
 
 const quick = !!raw.quick;
 const sizes = list(parseSize)(raw.sizes ?? (quick ? QUICK_SIZES : DEFAULT_SIZES).join(','));
-const threadList = raw.threads ? list(positiveInt('--threads'))(raw.threads) : quick ? [Math.min(2, os.cpus().length)] : [1, 2];
+const threadList = raw.threads
+  ? list(positiveInt('--threads'))(raw.threads)
+  : quick
+    ? [Math.min(2, os.cpus().length)]
+    : [1, 2];
 const pList = list(fraction)(raw.p ?? (quick ? '0.25' : '0.15,0.25'));
 const modes = list(mode)(raw.passes);
 const repsOverride = raw.reps === undefined ? undefined : positiveInt('--reps')(raw.reps);
@@ -194,7 +209,11 @@ function pinBinary(binary: string): { sha256?: string; bytes?: number; modified?
     pinnedBinary = path.join(os.tmpdir(), `bootstrapped-ce-bench-${process.pid}.node`);
     fs.writeFileSync(pinnedBinary, bytes);
     process.on('exit', () => fs.rmSync(pinnedBinary!, { force: true }));
-    return { sha256: crypto.createHash('sha256').update(bytes).digest('hex').slice(0, 16), bytes: bytes.length, modified: stat.mtime.toISOString() };
+    return {
+      sha256: crypto.createHash('sha256').update(bytes).digest('hex').slice(0, 16),
+      bytes: bytes.length,
+      modified: stat.mtime.toISOString(),
+    };
   } catch {
     return {};
   }
@@ -209,9 +228,13 @@ function addonPeak(job: Record<string, unknown>): MemResult {
     { cwd: REPO_ROOT, encoding: 'utf8', maxBuffer: 16 << 20, timeout: 600_000, env },
   );
   const line = (r.stdout || '').split('\n').find((l) => l.startsWith('BENCH_RESULT '));
-  if (!line) return { error: `mem_child failed (status ${r.status}): ${(r.stderr || '').trim().split('\n').slice(-3).join(' | ')}` };
+  if (!line)
+    return {
+      error: `mem_child failed (status ${r.status}): ${(r.stderr || '').trim().split('\n').slice(-3).join(' | ')}`,
+    };
   const parsed = JSON.parse(line.slice('BENCH_RESULT '.length));
-  if (parsed.ok && job.impl === 'fused' && !parsed.fused) return { error: 'the fresh process did not run the fused kernel' };
+  if (parsed.ok && job.impl === 'fused' && !parsed.fused)
+    return { error: 'the fresh process did not run the fused kernel' };
   return parsed.ok ? parsed : { error: parsed.error };
 }
 
@@ -277,7 +300,9 @@ interface Workload {
 async function main(): Promise<void> {
   const started = new Date();
   if (device !== 'cpu' && !bce.cuda.isAvailable()) {
-    throw new Error(`--device ${device}: this addon's LibTorch has no CUDA or no GPU is visible (bce.cuda.isAvailable() is false)`);
+    throw new Error(
+      `--device ${device}: this addon's LibTorch has no CUDA or no GPU is visible (bce.cuda.isAvailable() is false)`,
+    );
   }
   const info = bce.info();
   const { python, tried } = findPython();
@@ -305,7 +330,9 @@ async function main(): Promise<void> {
     python: torchInfo ? `${torchInfo.python} (${torchInfo.executable})` : undefined,
     device: device === 'cpu' ? 'cpu' : `${device} (${String(torchInfo?.cuda_device ?? '?')})`,
   };
-  log(`bootstrapped-ce benchmark: ${machine.cpu}, ${machine.cores} cores, LibTorch ${machine.libtorch}, torch ${machine.torch ?? 'n/a'}, device ${device}`);
+  log(
+    `bootstrapped-ce benchmark: ${machine.cpu}, ${machine.cores} cores, LibTorch ${machine.libtorch}, torch ${machine.torch ?? 'n/a'}, device ${device}`,
+  );
   log(`addon: ${info.binary} (modified ${pinned.modified ?? '?'}, sha256 ${pinned.sha256 ?? '?'})`);
 
   // Memory bandwidth: torch copy_ of a preallocated 256 MB buffer at each thread count, and one Node thread.
@@ -313,18 +340,26 @@ async function main(): Promise<void> {
   if (device === 'cpu') bandwidth.nodeCopy1Thread = nodeCopyBandwidth();
   if (worker) {
     for (const t of threadList) {
-      const r = await worker.request<{ copy_gbps: number; read_gbps: number }>({ cmd: 'bandwidth', threads: t, mb: 256, device });
+      const r = await worker.request<{ copy_gbps: number; read_gbps: number }>({
+        cmd: 'bandwidth',
+        threads: t,
+        mb: 256,
+        device,
+      });
       bandwidth.torch[t] = { copy: r.copy_gbps, read: r.read_gbps };
     }
   }
-  const copyBw = (t: number): number | undefined => bandwidth.torch[t]?.copy ?? (t === 1 ? bandwidth.nodeCopy1Thread : undefined);
+  const copyBw = (t: number): number | undefined =>
+    bandwidth.torch[t]?.copy ?? (t === 1 ? bandwidth.nodeCopy1Thread : undefined);
   log(
     `memory bandwidth (copy, read+write bytes / time): ${threadList.map((t) => `${t} thr ${fmtNum(copyBw(t), 1)} GB/s`).join(', ')}` +
       (bandwidth.nodeCopy1Thread ? `; Node Float64Array copy ${fmtNum(bandwidth.nodeCopy1Thread, 1)} GB/s` : ''),
   );
 
   const warmUpCalls = warmUpJit(sizes[0][1], device, JIT_WARMUP_MS);
-  log(`warm-up: ${warmUpCalls} untimed addon calls at 1x${sizes[0][1]}x32x32 (${JIT_WARMUP_MS / 1000} s), so that V8 has compiled the facade`);
+  log(
+    `warm-up: ${warmUpCalls} untimed addon calls at 1x${sizes[0][1]}x32x32 (${JIT_WARMUP_MS / 1000} s), so that V8 has compiled the facade`,
+  );
 
   const workloads: Workload[] = [];
   let pinning: Pinning | undefined;
@@ -387,7 +422,13 @@ async function main(): Promise<void> {
           };
           const runTorch = async (skip: number, n: number, into: number[][]) => {
             try {
-              const r = await worker!.request<{ times_ms: number[]; loss: number; k: number }>({ cmd: 'time', p, mode: m, threads, reps: skip + n });
+              const r = await worker!.request<{ times_ms: number[]; loss: number; k: number }>({
+                cmd: 'time',
+                p,
+                mode: m,
+                threads,
+                reps: skip + n,
+              });
               into[0].push(...r.times_ms.slice(0, skip));
               into[1].push(...r.times_ms.slice(skip));
               last.torch = { loss: r.loss, k: r.k };
@@ -407,7 +448,9 @@ async function main(): Promise<void> {
           else if (pinning?.pinned && !pinning.stranded) {
             // Only the worker can change the masks; this process keeps the last workload's CPUs.
             pinning.stranded = true;
-            log(`warning: the PyTorch worker is gone; the addon's later timings run on CPUs ${pinning.cpus?.join(',')} only`);
+            log(
+              `warning: the PyTorch worker is gone; the addon's later timings run on CPUs ${pinning.cpus?.join(',')} only`,
+            );
           }
           for (const impl of active) {
             const initial: number[] = [];
@@ -444,10 +487,13 @@ async function main(): Promise<void> {
           const ref = w.impls.reference;
           const fused = w.impls.fused;
           const torch = w.impls.torch;
-          const differs = (a?: number, b?: number) => a !== undefined && b !== undefined && Math.abs(a - b) > 1e-4 * Math.max(1, Math.abs(a));
+          const differs = (a?: number, b?: number) =>
+            a !== undefined && b !== undefined && Math.abs(a - b) > 1e-4 * Math.max(1, Math.abs(a));
           const parity =
             (differs(torch.loss, ref.loss) ? `  LOSS MISMATCH torch ${torch.loss} vs reference ${ref.loss}` : '') +
-            (differs(torch.loss ?? ref.loss, fused.loss) ? `  LOSS MISMATCH ${torch.loss ?? ref.loss} vs fused ${fused.loss}` : '');
+            (differs(torch.loss ?? ref.loss, fused.loss)
+              ? `  LOSS MISMATCH ${torch.loss ?? ref.loss} vs fused ${fused.loss}`
+              : '');
           log(
             `${size.padEnd(14)} p=${p} ${m.padEnd(6)} ${threads}thr  torch ${fmtMs(torch.median).padStart(7)} ms | ` +
               `reference ${fmtMs(ref.median).padStart(7)} ms (x${fmtNum(ref.ratio)}, min x${fmtNum(ref.minRatio)}) | ` +
@@ -471,7 +517,8 @@ async function main(): Promise<void> {
           const results: Partial<Record<ImplName, MemResult>> = {};
           results.reference = addonPeak({ ...job, impl: 'reference' });
           if (rows.some((w) => w.impls.fused.available)) results.fused = addonPeak({ ...job, impl: 'fused' });
-          if (python && rows.some((w) => w.impls.torch.available)) results.torch = await torchPeak(python, shape, p, m, memThreads);
+          if (python && rows.some((w) => w.impls.torch.available))
+            results.torch = await torchPeak(python, shape, p, m, memThreads);
           for (const w of rows) {
             for (const impl of IMPLS) {
               const r = results[impl];
@@ -488,7 +535,10 @@ async function main(): Promise<void> {
           log(
             `${size.padEnd(14)} p=${p} ${m.padEnd(6)} peak extra memory (fresh process): ` +
               IMPLS.filter((i) => results[i])
-                .map((i) => `${i} ${results[i]!.error ? 'error' : `${fmtMB(results[i]!.peakBytes ?? results[i]!.peak_bytes)} MB`}`)
+                .map(
+                  (i) =>
+                    `${i} ${results[i]!.error ? 'error' : `${fmtMB(results[i]!.peakBytes ?? results[i]!.peak_bytes)} MB`}`,
+                )
                 .join(', '),
           );
         }
@@ -505,7 +555,19 @@ async function main(): Promise<void> {
     machine,
     loadavg: { start: workloads[0]?.loadavg, end: os.loadavg() },
     bandwidthGBps: bandwidth,
-    options: { sizes: sizes.map((s) => s.join('x')), threads: threadList, p: pList, passes: modes, reps: repsOverride ?? 'by size', rounds: roundsOverride ?? 'by size', seed, device, quick, mem: memWhich, pin: raw.pin },
+    options: {
+      sizes: sizes.map((s) => s.join('x')),
+      threads: threadList,
+      p: pList,
+      passes: modes,
+      reps: repsOverride ?? 'by size',
+      rounds: roundsOverride ?? 'by size',
+      seed,
+      device,
+      quick,
+      mem: memWhich,
+      pin: raw.pin,
+    },
     pinning: pinning ?? { pinned: false, reason: raw.pin ? 'no PyTorch worker' : '--no-pin' },
     targets: targets(workloads),
     workloads,
@@ -533,7 +595,11 @@ interface Pinning {
  * when `threads` is undefined (torch_bench.py's cmd_pin, which explains why). Called before each workload's warm-up
  * and before the memory probes; a refusal is reported once and timing goes on unpinned.
  */
-async function pinProcesses(worker: PythonWorker, threads: number | undefined, previous: Pinning | undefined): Promise<Pinning> {
+async function pinProcesses(
+  worker: PythonWorker,
+  threads: number | undefined,
+  previous: Pinning | undefined,
+): Promise<Pinning> {
   if (previous && !previous.pinned) return previous;
   let result: Pinning;
   try {
@@ -541,7 +607,12 @@ async function pinProcesses(worker: PythonWorker, threads: number | undefined, p
   } catch (error) {
     result = { pinned: false, reason: (error as Error).message.split('\n')[0] };
   }
-  if (!previous) log(result.pinned ? `timing both processes on the same CPUs: the first t allowed CPUs for t threads` : `not pinned: ${result.reason}`);
+  if (!previous)
+    log(
+      result.pinned
+        ? `timing both processes on the same CPUs: the first t allowed CPUs for t threads`
+        : `not pinned: ${result.reason}`,
+    );
   return result;
 }
 
@@ -549,16 +620,30 @@ async function pinProcesses(worker: PythonWorker, threads: number | undefined, p
 
 function targets(workloads: Workload[]) {
   const refRatios = workloads.filter((w) => w.impls.reference.ratio !== undefined);
-  const worst = refRatios.reduce<Workload | undefined>((a, w) => (!a || w.impls.reference.ratio! > a.impls.reference.ratio! ? w : a), undefined);
-  const fusedTarget = workloads.find((w) => w.size === '8x19x512x1024' && w.p === 0.25 && w.mode === 'fwdbwd' && w.threads === 2);
+  const worst = refRatios.reduce<Workload | undefined>(
+    (a, w) => (!a || w.impls.reference.ratio! > a.impls.reference.ratio! ? w : a),
+    undefined,
+  );
+  const fusedTarget = workloads.find(
+    (w) => w.size === '8x19x512x1024' && w.p === 0.25 && w.mode === 'fwdbwd' && w.threads === 2,
+  );
   const f = fusedTarget?.impls.fused;
   const speedup = f?.available && f.ratio ? 1 / f.ratio : undefined;
-  const memLimit = fusedTarget ? fusedTarget.bytes.logits + 8 * (fusedTarget.bytes.logits / fusedTarget.shape[1]) : undefined;
+  const memLimit = fusedTarget
+    ? fusedTarget.bytes.logits + 8 * (fusedTarget.bytes.logits / fusedTarget.shape[1])
+    : undefined;
   return {
     referenceRatio: {
       target: 'reference / PyTorch median <= 1.05 at every workload',
-      worst: worst ? { ratio: worst.impls.reference.ratio, workload: `${worst.size} p=${worst.p} ${worst.mode} ${worst.threads}thr` } : undefined,
-      over: refRatios.filter((w) => w.impls.reference.ratio! > 1.05).map((w) => `${w.size} p=${w.p} ${w.mode} ${w.threads}thr: ${fmtNum(w.impls.reference.ratio)}`),
+      worst: worst
+        ? {
+            ratio: worst.impls.reference.ratio,
+            workload: `${worst.size} p=${worst.p} ${worst.mode} ${worst.threads}thr`,
+          }
+        : undefined,
+      over: refRatios
+        .filter((w) => w.impls.reference.ratio! > 1.05)
+        .map((w) => `${w.size} p=${w.p} ${w.mode} ${w.threads}thr: ${fmtNum(w.impls.reference.ratio)}`),
       met: refRatios.length > 0 ? refRatios.every((w) => w.impls.reference.ratio! <= 1.05) : undefined,
     },
     fusedSpeedup: {
@@ -607,18 +692,31 @@ function toMarkdown(r: Report): string {
         : `Processes not pinned (${r.pinning.reason}).`),
   );
   lines.push('');
-  const bw = Object.entries(r.bandwidthGBps.torch).map(([t, v]) => `${t} thread(s): copy ${v.copy.toFixed(1)} GB/s, read ${v.read.toFixed(1)} GB/s`);
-  if (r.bandwidthGBps.nodeCopy1Thread) bw.push(`Node Float64Array copy (1 thread): ${r.bandwidthGBps.nodeCopy1Thread.toFixed(1)} GB/s`);
+  const bw = Object.entries(r.bandwidthGBps.torch).map(
+    ([t, v]) => `${t} thread(s): copy ${v.copy.toFixed(1)} GB/s, read ${v.read.toFixed(1)} GB/s`,
+  );
+  if (r.bandwidthGBps.nodeCopy1Thread)
+    bw.push(`Node Float64Array copy (1 thread): ${r.bandwidthGBps.nodeCopy1Thread.toFixed(1)} GB/s`);
   lines.push(`Measured memory bandwidth (256 MB, best of 5; copy counts bytes read + written): ${bw.join('; ')}.`);
   lines.push('');
   const t = r.targets;
   lines.push(
     `Targets: reference/PyTorch <= 1.05 everywhere: **${metText(t.referenceRatio.met)}**` +
-      (t.referenceRatio.worst ? ` (worst ${fmtNum(t.referenceRatio.worst.ratio)} at ${t.referenceRatio.worst.workload}` + (t.referenceRatio.over.length ? `; ${t.referenceRatio.over.length} workload(s) over 1.05` : '') + ')' : '') +
+      (t.referenceRatio.worst
+        ? ` (worst ${fmtNum(t.referenceRatio.worst.ratio)} at ${t.referenceRatio.worst.workload}` +
+          (t.referenceRatio.over.length ? `; ${t.referenceRatio.over.length} workload(s) over 1.05` : '') +
+          ')'
+        : '') +
       `. Fused >= 10x at 8x19x512x1024 p=0.25 fwd+bwd 2 threads: **${metText(t.fusedSpeedup.met)}**` +
-      (t.fusedSpeedup.speedup ? ` (${t.fusedSpeedup.speedup.toFixed(1)}x)` : t.fusedSpeedup.note ? ` (${t.fusedSpeedup.note})` : '') +
+      (t.fusedSpeedup.speedup
+        ? ` (${t.fusedSpeedup.speedup.toFixed(1)}x)`
+        : t.fusedSpeedup.note
+          ? ` (${t.fusedSpeedup.note})`
+          : '') +
       `. Fused peak memory <= gradient + 8 per-pixel vectors: **${metText(t.fusedPeakMemory.met)}**` +
-      (t.fusedPeakMemory.peakBytes != null ? ` (${fmtMB(t.fusedPeakMemory.peakBytes)} MB of ${fmtMB(t.fusedPeakMemory.limitBytes)} MB)` : '') +
+      (t.fusedPeakMemory.peakBytes != null
+        ? ` (${fmtMB(t.fusedPeakMemory.peakBytes)} MB of ${fmtMB(t.fusedPeakMemory.limitBytes)} MB)`
+        : '') +
       '.',
   );
   lines.push('');
@@ -634,7 +732,14 @@ function toMarkdown(r: Report): string {
         lines.push(`| ${w.size} | ${w.p} | ${w.mode} | ${w.threads} | ${name} | n/a | | | | | | | | | |`);
         continue;
       }
-      const ratio = impl === 'torch' ? '1' : x.ratio === undefined ? 'n/a' : x.ratio < 0.5 ? `${fmtNum(x.ratio, 3)} (${(1 / x.ratio).toFixed(1)}x faster)` : fmtNum(x.ratio);
+      const ratio =
+        impl === 'torch'
+          ? '1'
+          : x.ratio === undefined
+            ? 'n/a'
+            : x.ratio < 0.5
+              ? `${fmtNum(x.ratio, 3)} (${(1 / x.ratio).toFixed(1)}x faster)`
+              : fmtNum(x.ratio);
       lines.push(
         `| ${w.size} | ${w.p} | ${w.mode} | ${w.threads} | ${name} | ${fmtMs(x.median)} | ${fmtMs(x.min)} | ${fmtMs(x.max)} | ${ratio} | ${impl === 'torch' ? '1' : fmtNum(x.minRatio)} | ` +
           `${fmtNum(x.gbps)} | ${fmtMs(w.floorMs)} | ${x.ofFloor === undefined ? 'n/a' : `${(100 * x.ofFloor).toFixed(x.ofFloor < 0.1 ? 1 : 0)} %`} | ` +
@@ -650,7 +755,8 @@ function toMarkdown(r: Report): string {
       'written (fwdbwd) / median; floor: bytes that must move (fwd T + L + 4P, fwdbwd 3T + 2L + 8P, int64 labels) / measured ' +
       'copy bandwidth at that thread count; % of floor: floor / median; peak MB: VmHWM increase during one call in a fresh ' +
       'process after a warm-up call on a 1xCx8x8 input (largest thread count of the run; gradient included for fwdbwd); ' +
-      'first call ms: that fresh-process call, page faults included.' + (reasons.length ? ` fused n/a: ${reasons.join('; ')}.` : ''),
+      'first call ms: that fresh-process call, page faults included.' +
+      (reasons.length ? ` fused n/a: ${reasons.join('; ')}.` : ''),
   );
   lines.push('');
   return lines.join('\n');

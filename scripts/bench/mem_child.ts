@@ -22,5 +22,7 @@ try {
   const result = measurePeak(data, job.p, job.mode, job.impl);
   process.stdout.write(`BENCH_RESULT ${JSON.stringify({ ok: true, ...result })}\n`);
 } catch (error) {
-  process.stdout.write(`BENCH_RESULT ${JSON.stringify({ ok: false, error: String((error as Error)?.message ?? error) })}\n`);
+  process.stdout.write(
+    `BENCH_RESULT ${JSON.stringify({ ok: false, error: String((error as Error)?.message ?? error) })}\n`,
+  );
 }

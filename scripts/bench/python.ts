@@ -39,7 +39,9 @@ export class PythonWorker {
     });
     this.child.on('exit', (code, signal) => {
       this.exited = true;
-      const error = new Error(`torch_bench.py exited (code ${code}, signal ${signal}); stderr: ${this.stderrTail.trim()}`);
+      const error = new Error(
+        `torch_bench.py exited (code ${code}, signal ${signal}); stderr: ${this.stderrTail.trim()}`,
+      );
       for (const waiter of this.pending.splice(0)) waiter.reject(error);
     });
     this.child.on('error', (error) => {

@@ -50,7 +50,8 @@ function positive(value: string): number {
 }
 
 function device(value: string): string {
-  if (!/^(cpu|cuda(:\d{1,3})?)$/.test(value)) throw new InvalidArgumentError(`expected 'cpu', 'cuda' or 'cuda:N', got '${value}'`);
+  if (!/^(cpu|cuda(:\d{1,3})?)$/.test(value))
+    throw new InvalidArgumentError(`expected 'cpu', 'cuda' or 'cuda:N', got '${value}'`);
   return value;
 }
 
@@ -64,7 +65,11 @@ function parseFlags(argv: string[]): Flags {
     .addOption(new Option('--device <device>', "'cpu', 'cuda' or 'cuda:N'").default('cpu').argParser(device))
     .addOption(new Option('--iterations <n>', 'training iterations of each run').default(1000).argParser(integer(1)))
     .addOption(new Option('--out <dir>', 'folder for the plot and the metrics').default('demo-output'))
-    .addOption(new Option('--seed <n>', 'seed of the data stream (the network starts from models/segnet.pt)').default(1).argParser(integer(0)))
+    .addOption(
+      new Option('--seed <n>', 'seed of the data stream (the network starts from models/segnet.pt)')
+        .default(1)
+        .argParser(integer(0)),
+    )
     .addOption(new Option('--batch <n>', 'images per iteration').default(4).argParser(integer(1)))
     .addOption(new Option('--lr <x>', 'Adam learning rate').default(3e-3).argParser(positive))
     .addOption(new Option('--p <x>', 'fraction of hardest pixels kept after warm-up').default(0.15).argParser(fraction))
@@ -135,7 +140,11 @@ function train(name: string, flags: Flags, bootstrapped: boolean): RunResult {
     losses.push(loss);
     ps.push(p);
     const seconds = (Date.now() - start) / 1000;
-    bar.update(iteration + 1, { loss: loss.toFixed(4), p: p.toFixed(3), speed: ((iteration + 1) / seconds).toFixed(2) });
+    bar.update(iteration + 1, {
+      loss: loss.toFixed(4),
+      p: p.toFixed(3),
+      speed: ((iteration + 1) / seconds).toFixed(2),
+    });
   }
   bar.stop();
   const seconds = (Date.now() - start) / 1000;
@@ -194,13 +203,15 @@ function printTable(runs: RunResult[]): string {
   rows.push(['mIoU', ...runs.map((r) => (100 * mean(r.iou)).toFixed(1))]);
   rows.push(['mIoU rare (2-4)', ...runs.map((r) => (100 * mean(r.iou.slice(2))).toFixed(1))]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]) => cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join('  ');
+  const line = (cells: string[]) =>
+    cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join('  ');
   return [line(header), ...rows.map(line)].join('\n');
 }
 
 /** Loss curves, the p schedule and per-class IoU, as one SVG (vega-lite, rendered headless by vega). */
 async function writePlot(runs: RunResult[], flags: Flags, file: string): Promise<void> {
   // vega and vega-lite are ES modules; a real dynamic import (not compiled to require) loads them from CommonJS.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- vega's typings are ES-module only
   const importEsm = new Function('specifier', 'return import(specifier)') as (s: string) => Promise<any>;
   const [vega, vegaLite] = await Promise.all([importEsm('vega'), importEsm('vega-lite')]);
   const smooth = (values: number[]) => {
@@ -298,7 +309,13 @@ async function main(): Promise<void> {
   const metrics = {
     flags,
     classes: CLASS_NAMES,
-    runs: runs.map((r) => ({ name: r.name, seconds: r.seconds, iou: r.iou, miou: mean(r.iou), finalLoss: r.losses[r.losses.length - 1] })),
+    runs: runs.map((r) => ({
+      name: r.name,
+      seconds: r.seconds,
+      iou: r.iou,
+      miou: mean(r.iou),
+      finalLoss: r.losses[r.losses.length - 1],
+    })),
     totalSeconds: (Date.now() - started) / 1000,
     cpuSeconds: (() => {
       const cpu = process.cpuUsage(cpuStart);
@@ -306,7 +323,9 @@ async function main(): Promise<void> {
     })(),
   };
   fs.writeFileSync(path.join(flags.out, 'metrics.json'), `${JSON.stringify(metrics, null, 2)}\n`);
-  console.log(`Wrote ${svg} and ${path.join(flags.out, 'metrics.json')} (${metrics.totalSeconds.toFixed(1)} s in all, ${metrics.cpuSeconds.toFixed(1)} s of CPU time)`);
+  console.log(
+    `Wrote ${svg} and ${path.join(flags.out, 'metrics.json')} (${metrics.totalSeconds.toFixed(1)} s in all, ${metrics.cpuSeconds.toFixed(1)} s of CPU time)`,
+  );
 }
 
 main().catch((error) => {

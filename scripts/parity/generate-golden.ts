@@ -30,7 +30,9 @@ function main(): number {
   const text = `${JSON.stringify(header).slice(0, -1)},"cases":[\n${goldenCases.map((c) => JSON.stringify(c)).join(',\n')}\n]}\n`;
   fs.mkdirSync(path.dirname(GOLDEN_PATH), { recursive: true });
   fs.writeFileSync(GOLDEN_PATH, text);
-  console.log(`parity:golden: wrote ${golden.cases.length} cases (${(text.length / 1024).toFixed(0)} KiB) to ${GOLDEN_PATH}`);
+  console.log(
+    `parity:golden: wrote ${golden.cases.length} cases (${(text.length / 1024).toFixed(0)} KiB) to ${GOLDEN_PATH}`,
+  );
   return 0;
 }
 

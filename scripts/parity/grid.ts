@@ -142,7 +142,10 @@ export interface GridOptions {
 
 /** Pixels (N * d1 * ...) allowed for C classes: keeps every case small enough for a fast suite. */
 function pixelBudget(classes: number, maxInputElements: number): number {
-  return Math.max(2, Math.min(classes >= 100 ? 96 : classes >= 10 ? 600 : 2400, Math.floor(maxInputElements / classes)));
+  return Math.max(
+    2,
+    Math.min(classes >= 100 ? 96 : classes >= 10 ? 600 : 2400, Math.floor(maxInputElements / classes)),
+  );
 }
 
 function drawShape(rng: Rng, classes: number, maxInputElements: number): number[] {
@@ -174,19 +177,27 @@ function drawWarmup(rng: Rng, kind: WarmupSpec['kind'], phase: Phase): { warmup:
   const end = start + length;
   const iterationIn = (from: number, to: number) => {
     switch (phase) {
-      case 'before': return rng.int(0, from - 1);
-      case 'atStart': return from;
-      case 'inside': return to > from + 1 ? rng.int(from + 1, to - 1) : from;
-      case 'atEnd': return to;
-      case 'after': return to + rng.int(1, 3000);
+      case 'before':
+        return rng.int(0, from - 1);
+      case 'atStart':
+        return from;
+      case 'inside':
+        return to > from + 1 ? rng.int(from + 1, to - 1) : from;
+      case 'atEnd':
+        return to;
+      case 'after':
+        return to + rng.int(1, 3000);
     }
   };
   switch (kind) {
-    case 'none': return { warmup: { kind }, iteration: rng.int(0, 100000) };
+    case 'none':
+      return { warmup: { kind }, iteration: rng.int(0, 100000) };
     case 'number':
-    case 'step': return { warmup: { kind, warmup: start }, iteration: iterationIn(start, start + rng.int(1, 10)) };
+    case 'step':
+      return { warmup: { kind, warmup: start }, iteration: iterationIn(start, start + rng.int(1, 10)) };
     case 'linear':
-    case 'cosine': return { warmup: { kind, start, end }, iteration: iterationIn(start, end) };
+    case 'cosine':
+      return { warmup: { kind, start, end }, iteration: iterationIn(start, end) };
     case 'custom': {
       const halfLife = rng.int(1, 200);
       return { warmup: { kind, start, halfLife }, iteration: iterationIn(start, start + 8 * halfLife) };
@@ -336,7 +347,7 @@ function probabilityTargets(rng: Rng, shape: number[]): number[] {
     for (let j = 0; j < inner; j++) {
       const at = (c: number) => (s * classes + c) * inner + j;
       let total = 0;
-      for (let c = 0; c < classes; c++) total += (values[at(c)] = Math.exp(values[at(c)]));
+      for (let c = 0; c < classes; c++) total += values[at(c)] = Math.exp(values[at(c)]);
       for (let c = 0; c < classes; c++) values[at(c)] /= total;
     }
   }
@@ -350,13 +361,22 @@ export function materialize(spec: CaseSpec): CaseData {
   const scale = rng.uniform(0.5, 3);
   const data: CaseData = { input: { shape: spec.shape, values: [] }, target: { shape: [], values: [] } };
   if (spec.loss === 'ce') {
-    data.input.values = asDType(randomValues(rng, count, () => scale * rng.normal()), spec.dtype);
+    data.input.values = asDType(
+      randomValues(rng, count, () => scale * rng.normal()),
+      spec.dtype,
+    );
     data.target =
       spec.target === 'index'
         ? { shape: lossShape(spec), values: indexTargets(rng, spec) }
         : { shape: spec.shape, values: asDType(probabilityTargets(rng, spec.shape), spec.dtype) };
     if (spec.classWeights) {
-      data.weight = { shape: [spec.shape[1]], values: asDType(randomValues(rng, spec.shape[1], () => rng.uniform(0.2, 2)), spec.dtype) };
+      data.weight = {
+        shape: [spec.shape[1]],
+        values: asDType(
+          randomValues(rng, spec.shape[1], () => rng.uniform(0.2, 2)),
+          spec.dtype,
+        ),
+      };
     }
   } else {
     // Probabilities stay inside (0.02, 0.98) without clamping, which would create ties.
@@ -366,17 +386,35 @@ export function materialize(spec: CaseSpec): CaseData {
     data.target = { shape: spec.shape, values: asDType(randomValues(rng, count, target), spec.dtype) };
     if (spec.elementWeight !== 'none') {
       const shape = spec.elementWeight === 'full' ? spec.shape : spec.shape.map((size, d) => (d === 1 ? size : 1));
-      data.weight = { shape, values: asDType(randomValues(rng, product(shape), () => rng.uniform(0.2, 2)), spec.dtype) };
+      data.weight = {
+        shape,
+        values: asDType(
+          randomValues(rng, product(shape), () => rng.uniform(0.2, 2)),
+          spec.dtype,
+        ),
+      };
     }
     if (spec.posWeight) {
       // PyTorch's usual pos_weight: one value per entry of the last dimension, broadcast over the rest.
       const shape = [spec.shape[spec.shape.length - 1]];
-      data.posWeight = { shape, values: asDType(randomValues(rng, shape[0], () => rng.uniform(0.5, 3)), spec.dtype) };
+      data.posWeight = {
+        shape,
+        values: asDType(
+          randomValues(rng, shape[0], () => rng.uniform(0.5, 3)),
+          spec.dtype,
+        ),
+      };
     }
   }
   if (spec.reduction === 'none') {
     const shape = lossShape(spec);
-    data.upstream = { shape, values: asDType(randomValues(rng, product(shape), () => rng.uniform(0.5, 1.5)), spec.dtype) };
+    data.upstream = {
+      shape,
+      values: asDType(
+        randomValues(rng, product(shape), () => rng.uniform(0.5, 1.5)),
+        spec.dtype,
+      ),
+    };
   }
   return data;
 }
@@ -385,12 +423,17 @@ export function materialize(spec: CaseSpec): CaseData {
 
 function describeWarmup(w: WarmupSpec): string {
   switch (w.kind) {
-    case 'none': return 'none';
-    case 'number': return `warmup=${w.warmup}`;
-    case 'step': return `step(${w.warmup})`;
+    case 'none':
+      return 'none';
+    case 'number':
+      return `warmup=${w.warmup}`;
+    case 'step':
+      return `step(${w.warmup})`;
     case 'linear':
-    case 'cosine': return `${w.kind}(${w.start},${w.end})`;
-    case 'custom': return `custom(${w.start},${w.halfLife})`;
+    case 'cosine':
+      return `${w.kind}(${w.start},${w.end})`;
+    case 'custom':
+      return `custom(${w.start},${w.halfLife})`;
   }
 }
 
@@ -402,7 +445,9 @@ export function caseName(spec: CaseSpec): string {
     spec.dtype,
     `[${spec.shape}]`,
     `p=${spec.p}`,
-    spec.warmup.kind === 'none' ? `no-warmup(it=${spec.iteration})` : `${describeWarmup(spec.warmup)}@${spec.phase}(it=${spec.iteration})`,
+    spec.warmup.kind === 'none'
+      ? `no-warmup(it=${spec.iteration})`
+      : `${describeWarmup(spec.warmup)}@${spec.phase}(it=${spec.iteration})`,
     spec.reduction,
   ];
   if (spec.perSample) parts.push('perSample');

@@ -82,7 +82,11 @@ export function runReference(python: string, cases: ParityCase[], device: string
     if (run.status !== 0) {
       throw new Error(`reference.py failed (${run.error?.message ?? `exit ${run.status}`}):\n${run.stderr}`);
     }
-    const parsed = JSON.parse(fs.readFileSync(out, 'utf8')) as { torch: string; device: string; results: ExpectedResult[] };
+    const parsed = JSON.parse(fs.readFileSync(out, 'utf8')) as {
+      torch: string;
+      device: string;
+      results: ExpectedResult[];
+    };
     return { torch: parsed.torch, device: parsed.device, results: new Map(parsed.results.map((r) => [r.id, r])) };
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
@@ -94,20 +98,29 @@ export function runReference(python: string, cases: ParityCase[], device: string
 
 export function warmupOf(spec: WarmupSpec): Warmup | undefined {
   switch (spec.kind) {
-    case 'none': return undefined;
-    case 'number': return spec.warmup;
-    case 'step': return schedules.step(spec.warmup);
-    case 'linear': return schedules.linear(spec.start, spec.end);
-    case 'cosine': return schedules.cosine(spec.start, spec.end);
-    case 'custom': return customWarmup(spec.start, spec.halfLife);
+    case 'none':
+      return undefined;
+    case 'number':
+      return spec.warmup;
+    case 'step':
+      return schedules.step(spec.warmup);
+    case 'linear':
+      return schedules.linear(spec.start, spec.end);
+    case 'cosine':
+      return schedules.cosine(spec.start, spec.end);
+    case 'custom':
+      return customWarmup(spec.start, spec.halfLife);
   }
 }
 
 export function reductionOf(spec: CaseSpec['reduction']): Reduction {
   switch (spec) {
-    case 'fn:mean': return (s) => s.mean();
-    case 'fn:sum2': return (s) => s.sum().mul(2);
-    default: return spec;
+    case 'fn:mean':
+      return (s) => s.mean();
+    case 'fn:sum2':
+      return (s) => s.sum().mul(2);
+    default:
+      return spec;
   }
 }
 
@@ -124,7 +137,8 @@ export interface AddonResult {
 
 function build(data: TensorData, dtype: DType, device: string, requiresGrad = false): Tensor {
   // Float data travels as float64 (float32 cases hold float32-representable values); indices as int32.
-  const values = dtype === 'float32' || dtype === 'float64' ? Float64Array.from(data.values) : Int32Array.from(data.values);
+  const values =
+    dtype === 'float32' || dtype === 'float64' ? Float64Array.from(data.values) : Int32Array.from(data.values);
   return tensor(values, { shape: data.shape, dtype, device, requiresGrad });
 }
 
@@ -143,7 +157,10 @@ function callLoss(spec: CaseSpec, data: CaseData, input: Tensor, device: string)
   }
   const target = build(data.target, spec.dtype, device);
   if (spec.loss === 'bce') {
-    return bootstrappedBinaryCrossEntropyWithStats(input, target, spec.iteration, spec.p, { ...common, weight: optional(data.weight) });
+    return bootstrappedBinaryCrossEntropyWithStats(input, target, spec.iteration, spec.p, {
+      ...common,
+      weight: optional(data.weight),
+    });
   }
   return bootstrappedBinaryCrossEntropyWithLogitsStats(input, target, spec.iteration, spec.p, {
     ...common,
@@ -162,7 +179,10 @@ export function runAddon(c: ParityCase, device: string): AddonResult {
     const grad = input.grad;
     return {
       loss: Array.from(result.loss.detach().toArray() as Float64Array),
-      grad: grad === null ? new Array<number>(c.data.input.values.length).fill(0) : Array.from(grad.toArray() as Float64Array),
+      grad:
+        grad === null
+          ? new Array<number>(c.data.input.values.length).fill(0)
+          : Array.from(grad.toArray() as Float64Array),
       gradMissing: grad === null,
       p: result.p,
       k: result.k,
@@ -178,8 +198,14 @@ export function fusedStatus(): { available: boolean; reason: string } {
   const spec = { dtype: 'float32', shape: [2, 3, 4] } as const;
   try {
     const result = tidy(() => {
-      const input = tensor(Float64Array.from({ length: 24 }, (_, i) => Math.sin(i * 1.7)), { shape: [...spec.shape], dtype: spec.dtype });
-      const target = tensor(Int32Array.from({ length: 8 }, (_, i) => i % 3), { shape: [2, 4], dtype: 'int64' });
+      const input = tensor(
+        Float64Array.from({ length: 24 }, (_, i) => Math.sin(i * 1.7)),
+        { shape: [...spec.shape], dtype: spec.dtype },
+      );
+      const target = tensor(
+        Int32Array.from({ length: 8 }, (_, i) => i % 3),
+        { shape: [2, 4], dtype: 'int64' },
+      );
       const r = bootstrappedCrossEntropyWithStats(input, target, 0, 0.5, { impl: 'fused' });
       return { fused: r.fused };
     });
@@ -197,7 +223,11 @@ export function fusedStatus(): { available: boolean; reason: string } {
 }
 
 /** Why a case cannot run here (null when it can): fused cases need the kernel, and the kernel is CPU only. */
-export function skipReason(spec: CaseSpec, device: string, fused: { available: boolean; reason: string }): string | null {
+export function skipReason(
+  spec: CaseSpec,
+  device: string,
+  fused: { available: boolean; reason: string },
+): string | null {
   if (spec.impl !== 'fused') return null;
   if (!device.startsWith('cpu')) return 'the fused kernel is CPU only';
   return fused.available ? null : fused.reason;
@@ -233,7 +263,15 @@ export interface CaseReport {
 
 /** Compares the addon's result with PyTorch's: loss, gradient, p, k, the pool size; and with the seeds. */
 export function compareCase(c: ParityCase, device: string, expected: ExpectedResult | undefined): CaseReport {
-  const report: CaseReport = { spec: c.spec, name: caseName(c.spec), device, lossError: NaN, gradError: null, seedErrors: {}, failures: [] };
+  const report: CaseReport = {
+    spec: c.spec,
+    name: caseName(c.spec),
+    device,
+    lossError: NaN,
+    gradError: null,
+    seedErrors: {},
+    failures: [],
+  };
   if (!expected) {
     report.failures.push('no PyTorch result for this case');
     return report;
@@ -255,7 +293,9 @@ export function compareCase(c: ParityCase, device: string, expected: ExpectedRes
       ? relativeError(actual.grad, expected.grad)
       : checksumError(actual.grad, expected.gradChecksums as GradChecksums);
   if (!(report.lossError <= tolerance)) {
-    report.failures.push(`loss: relative error ${report.lossError.toExponential(2)} > ${tolerance} (got ${preview(actual.loss)}, expected ${preview(expected.loss)})`);
+    report.failures.push(
+      `loss: relative error ${report.lossError.toExponential(2)} > ${tolerance} (got ${preview(actual.loss)}, expected ${preview(expected.loss)})`,
+    );
   }
   if (report.gradError !== null && !(report.gradError <= tolerance)) {
     report.failures.push(`grad: relative error ${report.gradError.toExponential(2)} > ${tolerance}`);
@@ -269,10 +309,15 @@ export function compareCase(c: ParityCase, device: string, expected: ExpectedRes
   if (c.spec.impl === 'fused' && !actual.fused) report.failures.push("impl 'fused' did not run the fused kernel");
   for (const [seed, result] of Object.entries(expected.seeds ?? {})) {
     if (!result) continue;
-    const errors = { loss: relativeError(actual.loss, result.loss), grad: compareGrad ? relativeError(actual.grad, result.grad) : 0 };
+    const errors = {
+      loss: relativeError(actual.loss, result.loss),
+      grad: compareGrad ? relativeError(actual.grad, result.grad) : 0,
+    };
     report.seedErrors[seed] = errors;
     if (!(errors.loss <= tolerance && errors.grad <= tolerance)) {
-      report.failures.push(`${seed} seed implementation: loss error ${errors.loss.toExponential(2)}, grad error ${errors.grad.toExponential(2)}`);
+      report.failures.push(
+        `${seed} seed implementation: loss error ${errors.loss.toExponential(2)}, grad error ${errors.grad.toExponential(2)}`,
+      );
     }
   }
   return report;
@@ -297,7 +342,12 @@ function checksumWeight(i: number): number {
 
 export function gradChecksums(grad: number[]): GradChecksums {
   const n = grad.length;
-  let sum = 0, sumAbs = 0, sumSquares = 0, weightedSum = 0, maxAbs = 0, argMax = 0;
+  let sum = 0,
+    sumAbs = 0,
+    sumSquares = 0,
+    weightedSum = 0,
+    maxAbs = 0,
+    argMax = 0;
   grad.forEach((g, i) => {
     sum += g;
     sumAbs += Math.abs(g);
@@ -305,7 +355,8 @@ export function gradChecksums(grad: number[]): GradChecksums {
     weightedSum += g * checksumWeight(i);
     if (Math.abs(g) > maxAbs) [maxAbs, argMax] = [Math.abs(g), i];
   });
-  const indices = n === 0 ? [] : [...new Set([0, 1, 2, 3, 4, 5].map((j) => Math.floor((j * (n - 1)) / 5)).concat(argMax))];
+  const indices =
+    n === 0 ? [] : [...new Set([0, 1, 2, 3, 4, 5].map((j) => Math.floor((j * (n - 1)) / 5)).concat(argMax))];
   return { length: n, sum, sumAbs, sumSquares, weightedSum, maxAbs, samples: indices.map((i) => [i, grad[i]]) };
 }
 
@@ -326,7 +377,9 @@ export function checksumError(grad: number[], expected: GradChecksums): number {
 }
 
 function preview(values: number[]): string {
-  return values.length === 1 ? String(values[0]) : `[${values.slice(0, 4).join(', ')}${values.length > 4 ? ', ...' : ''}] (${values.length})`;
+  return values.length === 1
+    ? String(values[0])
+    : `[${values.slice(0, 4).join(', ')}${values.length > 4 ? ', ...' : ''}] (${values.length})`;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -357,7 +410,8 @@ export function summarize(reports: CaseReport[]): SummaryRow[] {
     const impl = r.spec.loss === 'ce' ? r.spec.impl : `${r.spec.loss} (reference)`;
     add(`${r.spec.dtype} ${r.device}`, r, r.lossError, r.gradError);
     add(`${r.spec.dtype} ${r.device} impl=${impl}`, r, r.lossError, r.gradError);
-    for (const [seed, e] of Object.entries(r.seedErrors)) add(`${r.spec.dtype} ${r.device} vs seed ${seed}`, r, e.loss, e.grad);
+    for (const [seed, e] of Object.entries(r.seedErrors))
+      add(`${r.spec.dtype} ${r.device} vs seed ${seed}`, r, e.loss, e.grad);
   }
   return [...rows.values()].sort((a, b) => a.group.localeCompare(b.group));
 }
@@ -376,4 +430,3 @@ export function formatSummary(rows: SummaryRow[]): string {
   );
   return [header, ...lines].join('\n');
 }
-

@@ -44,7 +44,12 @@ function parseArgs(argv: string[]): CliOptions {
   return new Command('parity')
     .description('Compare bootstrapped-ce with PyTorch over a seeded grid of loss configurations.')
     .addOption(new Option('--device <device>', 'device for both sides: cpu, cuda or cuda:N').default('cpu'))
-    .option('--cases <n>', 'number of grid configurations (impl fused copies come on top)', positiveInteger, DEFAULT_CASES)
+    .option(
+      '--cases <n>',
+      'number of grid configurations (impl fused copies come on top)',
+      positiveInteger,
+      DEFAULT_CASES,
+    )
     .option('--seed <s>', 'grid seed', nonNegativeInteger, DEFAULT_SEED)
     .option('--python <path>', 'Python with PyTorch (default: $PYTHON, /usr/bin/python3, python3)')
     .option('--verbose', 'list every case', false)
@@ -76,13 +81,19 @@ function main(): number {
   const reports: CaseReport[] = runnable.map((c) => compareCase(c, options.device, reference.results.get(c.spec.id)));
   const failed = reports.filter((r) => r.failures.length > 0);
 
-  console.log(`parity: ${reports.length} cases on ${options.device} (seed ${options.seed}), PyTorch ${reference.torch} at ${python.path}`);
+  console.log(
+    `parity: ${reports.length} cases on ${options.device} (seed ${options.seed}), PyTorch ${reference.torch} at ${python.path}`,
+  );
   if (skipped.length > 0) {
-    console.log(`parity: ${skipped.length} impl 'fused' case(s) skipped: ${skipReason(skipped[0].spec, options.device, fused)}`);
+    console.log(
+      `parity: ${skipped.length} impl 'fused' case(s) skipped: ${skipReason(skipped[0].spec, options.device, fused)}`,
+    );
   }
   console.log(formatSummary(summarize(reports)));
   for (const r of options.verbose ? reports : failed) {
-    console.log(`${r.failures.length ? 'FAIL' : 'ok  '} ${r.name}${r.failures.length ? `\n       ${r.failures.join('\n       ')}` : ''}`);
+    console.log(
+      `${r.failures.length ? 'FAIL' : 'ok  '} ${r.name}${r.failures.length ? `\n       ${r.failures.join('\n       ')}` : ''}`,
+    );
   }
   console.log(`parity: ${failed.length} of ${reports.length} failed (${((Date.now() - started) / 1000).toFixed(1)} s)`);
   return failed.length > 0 ? 1 : 0;

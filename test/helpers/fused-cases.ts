@@ -33,7 +33,9 @@ function build(
   const spatial = shape.slice(2).reduce((a, b) => a * b, 1);
   const spread = opts.spread ?? 4;
   const logits = Array.from({ length: N * C * spatial }, () => Math.fround((random() * 2 - 1) * spread));
-  const target = Array.from({ length: N * spatial }, () => (random() < (opts.ignored ?? 0) ? 255 : Math.floor(random() * C)));
+  const target = Array.from({ length: N * spatial }, () =>
+    random() < (opts.ignored ?? 0) ? 255 : Math.floor(random() * C),
+  );
   if (opts.special) {
     // A -inf logit in a non-label class, an ignored pixel with NaN, a NaN and a +inf logit in valid pixels.
     target[3] = 0;
@@ -59,7 +61,11 @@ function build(
 
 export function fusedCases(): FusedCase[] {
   return [
-    build('19 classes, 64x80, ignored pixels, class weights', 1, [1, 19, 64, 80], { ignored: 0.1, weighted: true, p: 0.25 }),
+    build('19 classes, 64x80, ignored pixels, class weights', 1, [1, 19, 64, 80], {
+      ignored: 0.1,
+      weighted: true,
+      p: 0.25,
+    }),
     build('5 classes, 2x300x256 (histogram select)', 2, [2, 5, 300, 256], { ignored: 0.05, p: 0.15 }),
     build('3 classes, 7x9 (no full 16-pixel block)', 3, [1, 3, 7, 9], { p: 0.5 }),
     build('(N, C) rows, 3000 x 7', 4, [3000, 7], { ignored: 0.1, weighted: true, p: 0.3 }),
@@ -70,7 +76,11 @@ export function fusedCases(): FusedCase[] {
     // 4100 apart (unaligned rows: plain stores).
     build('6 classes, rows of 4104 pixels', 7, [1, 6, 4104], { ignored: 0.05, p: 0.25 }),
     build('3 classes, 2 x 4100 pixels', 8, [2, 3, 4100], { p: 0.2 }),
-    build('19 classes, 2x64x256, hard pixels in bands', 10, [2, 19, 64, 256], { ignored: 0.02, p: 0.2, hardBands: true }),
+    build('19 classes, 2x64x256, hard pixels in bands', 10, [2, 19, 64, 256], {
+      ignored: 0.02,
+      p: 0.2,
+      hardBands: true,
+    }),
     // 272 pixels per sample: a run of one 256-pixel chunk and one of 16 (a short chunk of whole lines).
     build('5 classes, 3 x 272 pixels (a 16-pixel chunk)', 11, [3, 5, 272], { ignored: 0.05, p: 0.3 }),
   ];
@@ -81,7 +91,11 @@ export function runCase(c: FusedCase, impl: 'fused' | 'reference'): FusedRun {
     const input = bce.tensor(c.logits, { shape: c.shape, dtype: 'float32', requiresGrad: true });
     const target = bce.tensor(c.target, { shape: [c.shape[0], ...c.shape.slice(2)], dtype: 'int64' });
     const weight = c.weight ? bce.tensor(c.weight, { dtype: 'float32' }) : undefined;
-    const r = bce.bootstrappedCrossEntropyWithStats(input, target, 0, c.p, { impl, ignoreIndex: c.ignoreIndex, weight });
+    const r = bce.bootstrappedCrossEntropyWithStats(input, target, 0, c.p, {
+      impl,
+      ignoreIndex: c.ignoreIndex,
+      weight,
+    });
     r.loss.backward();
     return { loss: r.loss.item(), k: r.k, fused: r.fused, grad: Array.from(input.grad!.toArray() as Float32Array) };
   });
@@ -104,8 +118,15 @@ export function perPixelLosses(): number[] {
     const input = bce.tensor(logits, { shape: [1, C, S], dtype: 'float32' });
     const w = bce.tensor(weight, { dtype: 'float32' });
     return labels.map((label, pixel) => {
-      const target = bce.tensor(labels.map((_, j) => (j === pixel ? label : 255)), { shape: [1, S], dtype: 'int64' });
-      const r = bce.bootstrappedCrossEntropyWithStats(input, target, 0, 1, { impl: 'fused', ignoreIndex: 255, weight: w });
+      const target = bce.tensor(
+        labels.map((_, j) => (j === pixel ? label : 255)),
+        { shape: [1, S], dtype: 'int64' },
+      );
+      const r = bce.bootstrappedCrossEntropyWithStats(input, target, 0, 1, {
+        impl: 'fused',
+        ignoreIndex: 255,
+        weight: w,
+      });
       if (!r.fused || r.k !== 1) throw new Error(`pixel ${pixel}: fused ${r.fused}, k ${r.k}`);
       return r.loss.item();
     });

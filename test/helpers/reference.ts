@@ -27,7 +27,11 @@ export function logSoftmax(logits: number[][][]): number[][][] {
 export function pixelLosses(
   logits: number[][][],
   target: number[][],
-  { weight, ignoreIndex = -100, labelSmoothing = 0 }: { weight?: number[]; ignoreIndex?: number; labelSmoothing?: number } = {},
+  {
+    weight,
+    ignoreIndex = -100,
+    labelSmoothing = 0,
+  }: { weight?: number[]; ignoreIndex?: number; labelSmoothing?: number } = {},
 ): number[][] {
   const logp = logSoftmax(logits);
   const C = logits[0].length;
@@ -63,7 +67,9 @@ export { mulberry32 as prng } from '../../scripts/prng';
 
 /** Random logits [n][c][s] in [-3, 3). */
 export function randomLogits(random: () => number, N: number, C: number, S: number): number[][][] {
-  return Array.from({ length: N }, () => Array.from({ length: C }, () => Array.from({ length: S }, () => random() * 6 - 3)));
+  return Array.from({ length: N }, () =>
+    Array.from({ length: C }, () => Array.from({ length: S }, () => random() * 6 - 3)),
+  );
 }
 
 export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {

@@ -35,7 +35,9 @@ export function ownerPython(libtorchDir: string): string | undefined {
   for (;;) {
     const marker = ['pyvenv.cfg', 'conda-meta'].some((name) => fs.existsSync(path.join(dir, name)));
     if (marker) {
-      const python = ['bin/python3', 'bin/python', 'python.exe'].map((p) => path.join(dir, p)).find((p) => fs.existsSync(p));
+      const python = ['bin/python3', 'bin/python', 'python.exe']
+        .map((p) => path.join(dir, p))
+        .find((p) => fs.existsSync(p));
       if (python) return python;
     }
     const parent = path.dirname(dir);
@@ -50,14 +52,18 @@ export function findTorchPython(explicit = process.env.PYTHON): TorchPython {
   const candidates = explicit ? [explicit] : [ownerPython(built.builtAgainst), '/usr/bin/python3', 'python3'];
   const failures: string[] = [];
   for (const candidate of [...new Set(candidates.filter((c): c is string => !!c))]) {
-    const probe = spawnSync(candidate, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8', timeout: 120_000 });
+    const probe = spawnSync(candidate, ['-c', 'import torch; print(torch.__version__)'], {
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
     if (probe.status !== 0) {
       const why = probe.error ? probe.error.message : (probe.stderr || '').trim().split('\n').pop();
       failures.push(`${candidate}: ${why}`);
       continue;
     }
     const version = probe.stdout.trim();
-    if (releaseOf(version) === want) return { path: candidate, torchVersion: version, libtorchVersion: built.libtorchVersion, reason: '' };
+    if (releaseOf(version) === want)
+      return { path: candidate, torchVersion: version, libtorchVersion: built.libtorchVersion, reason: '' };
     failures.push(`${candidate}: torch ${version}, not ${want}`);
   }
   return {

@@ -27,12 +27,12 @@ struct ChunkScratch {
   // +8 floats per row: the AVX2 compaction stores whole 8-float vectors past the last selected pixel.
   explicit ChunkScratch(int64_t classes) : values(classes * kRowStride) {}
   static constexpr int64_t kRowStride = kChunkPixels + 8;
-  std::vector<float> values;         // values[c * kRowStride + i] for the chunk's i-th selected pixel
+  std::vector<float> values;  // values[c * kRowStride + i] for the chunk's i-th selected pixel
   float max_logit[kChunkPixels];
   float sum_exp[kChunkPixels];
   // scale * w[y] / sum_exp, or 1 for pixels on the exact path (+8: whole-vector loads past the last one)
   float factor[kChunkPixels + 8] = {};
-  int32_t offset[kChunkPixels + 16];  // the i-th selected pixel's offset in the chunk (+16: whole-vector stores)
+  int32_t offset[kChunkPixels + 16];    // the i-th selected pixel's offset in the chunk (+16: whole-vector stores)
   uint8_t half_mask[kChunkPixels / 8];  // selected pixels of each 8 consecutive ones, bit j for pixel j
 };
 
@@ -64,8 +64,8 @@ void ExactPixelGradient(const float* logits, int64_t classes, int64_t class_stri
 
 // Turns the compacted logits of the chunk's `count` selected pixels into gradient values:
 // (softmax - onehot) * scale * w[y] = (exp - sum * onehot) * factor, with factor = scale * w[y] / sum.
-BCE_ALWAYS_INLINE void SelectedGradients(const RunPlan& plan, const float* logits, int64_t first_pixel,
-                                         int64_t count, const GradientInputs& in, ChunkScratch& scratch) {
+BCE_ALWAYS_INLINE void SelectedGradients(const RunPlan& plan, const float* logits, int64_t first_pixel, int64_t count,
+                                         const GradientInputs& in, ChunkScratch& scratch) {
   const int64_t classes = plan.classes();
   constexpr int64_t stride = ChunkScratch::kRowStride;
   float* __restrict values = scratch.values.data();
@@ -98,8 +98,8 @@ BCE_ALWAYS_INLINE void SelectedGradients(const RunPlan& plan, const float* logit
     const float scale = in.loss.weight != nullptr ? in.scale * in.loss.weight[label] : in.scale;
     // A NaN logit or a non-finite maximum: the fast exp maps both to 0, so this pixel takes libm.
     if (any_nan != 0 || !std::isfinite(max_logit[i])) {
-      ExactPixelGradient(logits + scratch.offset[i] * plan.pixel_stride(), classes, plan.class_stride(), label,
-                         scale, i, scratch);
+      ExactPixelGradient(logits + scratch.offset[i] * plan.pixel_stride(), classes, plan.class_stride(), label, scale,
+                         i, scratch);
       continue;
     }
     values[label * stride + i] -= sum_exp[i];
@@ -124,8 +124,8 @@ BCE_ALWAYS_INLINE void LabelsAndFactors(const RunPlan& plan, const float* logits
     const int64_t label = in.loss.target[pixel];
     const float scale = in.loss.weight != nullptr ? in.scale * in.loss.weight[label] : in.scale;
     if ((exact >> lane) & 1) {
-      ExactPixelGradient(logits + scratch.offset[j] * plan.pixel_stride(), plan.classes(), plan.class_stride(),
-                         label, scale, j, scratch);
+      ExactPixelGradient(logits + scratch.offset[j] * plan.pixel_stride(), plan.classes(), plan.class_stride(), label,
+                         scale, j, scratch);
       continue;
     }
     values[label * ChunkScratch::kRowStride + j] -= sums[lane];
@@ -263,8 +263,8 @@ struct Avx2ChunkCopy {
         const __m256 high_logits = _mm256_loadu_ps(row + 8);
         if (kCheckFinite) {
           const __m256 low_zero = _mm256_sub_ps(low_logits, low_logits);  // NaN for NaN and +-inf
-          non_finite = _mm256_or_ps(
-              non_finite, _mm256_cmp_ps(low_zero, _mm256_sub_ps(high_logits, high_logits), _CMP_UNORD_Q));
+          non_finite =
+              _mm256_or_ps(non_finite, _mm256_cmp_ps(low_zero, _mm256_sub_ps(high_logits, high_logits), _CMP_UNORD_Q));
         }
         float* out = values + c * ChunkScratch::kRowStride + position;
         _mm256_storeu_ps(out, _mm256_permutevar8x32_ps(low_logits, pack_low));
@@ -277,8 +277,8 @@ struct Avx2ChunkCopy {
 
   // SelectedGradients eight selected pixels at a time, with Exp8OfNonPositive and no scalar remainder: the rows
   // have room for a whole vector past the last selected pixel, and what is computed there is never read.
-  static BCE_TARGET_AVX2 void Gradients(const RunPlan& plan, const float* logits, int64_t first_pixel,
-                                        int64_t count, const GradientInputs& in, ChunkScratch& scratch) {
+  static BCE_TARGET_AVX2 void Gradients(const RunPlan& plan, const float* logits, int64_t first_pixel, int64_t count,
+                                        const GradientInputs& in, ChunkScratch& scratch) {
     const int64_t classes = plan.classes();
     constexpr int64_t stride = ChunkScratch::kRowStride;
     float* values = scratch.values.data();
@@ -301,7 +301,8 @@ struct Avx2ChunkCopy {
       }
       // Pixels with a NaN logit or a non-finite maximum take libm (only when pass 1 saw such logits; the lanes
       // past `count` hold stale floats and are left out).
-      const __m256 live = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(lanes)), lane_index));
+      const __m256 live =
+          _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(lanes)), lane_index));
       const __m256 max_not_finite = _mm256_cmp_ps(_mm256_sub_ps(max, max), _mm256_setzero_ps(), _CMP_UNORD_Q);
       const int exact = _mm256_movemask_ps(_mm256_and_ps(live, _mm256_or_ps(nan, max_not_finite)));
       alignas(32) float sums[8];
@@ -333,10 +334,10 @@ struct Avx2ChunkCopy {
       const int low_count = __builtin_popcount(low);
       const __m256i unpack_low = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tables.expand[low]));
       const __m256i unpack_high = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tables.expand[high]));
-      const __m256 keep_low = _mm256_castsi256_ps(
-          _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(low), lane_bits), lane_bits));
-      const __m256 keep_high = _mm256_castsi256_ps(
-          _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(high), lane_bits), lane_bits));
+      const __m256 keep_low =
+          _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(low), lane_bits), lane_bits));
+      const __m256 keep_high =
+          _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(high), lane_bits), lane_bits));
       for (int64_t c = 0; c < classes; ++c) {
         const float* in = values + c * ChunkScratch::kRowStride + position;
         // Lanes outside the masks read stale floats that the masks then clear.
@@ -372,8 +373,9 @@ struct Avx512ChunkCopy {
       scratch.half_mask[j >> 3] = static_cast<uint8_t>(selected);
       scratch.half_mask[(j >> 3) + 1] = static_cast<uint8_t>(selected >> 8);
       // Whole-vector store: offset has room for 16 past the last selected pixel.
-      _mm512_storeu_si512(scratch.offset + count,
-                          _mm512_maskz_compress_epi32(selected, _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int>(j)))));
+      _mm512_storeu_si512(
+          scratch.offset + count,
+          _mm512_maskz_compress_epi32(selected, _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int>(j)))));
       count += __builtin_popcount(selected);
     }
     return count;
@@ -409,8 +411,8 @@ struct Avx512ChunkCopy {
   }
 
   // Avx2ChunkCopy::Gradients, 16 selected pixels at a time.
-  static BCE_TARGET_AVX512 void Gradients(const RunPlan& plan, const float* logits, int64_t first_pixel,
-                                          int64_t count, const GradientInputs& in, ChunkScratch& scratch) {
+  static BCE_TARGET_AVX512 void Gradients(const RunPlan& plan, const float* logits, int64_t first_pixel, int64_t count,
+                                          const GradientInputs& in, ChunkScratch& scratch) {
     const int64_t classes = plan.classes();
     constexpr int64_t stride = ChunkScratch::kRowStride;
     float* values = scratch.values.data();
@@ -510,9 +512,8 @@ void UnselectedNaNColumns(const RunPlan& plan, const float* logits, int64_t leng
 // one process: 3-7 % faster in each of 7 runs. Spatial inputs whose next chunk is whole lines of the same run only;
 // only the lines Gather will load: those of blocks with a selected pixel, unless every line is read
 // (`every_line`: the look for non-finite logits).
-BCE_ALWAYS_INLINE void PrefetchNextChunk(const RunPlan& plan, const PixelRun& run, int64_t start,
-                                         const float* logits, const GradientInputs& in, int64_t next_pixel,
-                                         bool every_line) {
+BCE_ALWAYS_INLINE void PrefetchNextChunk(const RunPlan& plan, const PixelRun& run, int64_t start, const float* logits,
+                                         const GradientInputs& in, int64_t next_pixel, bool every_line) {
   if (start + 2 * kChunkPixels > run.length) return;
   const float* next = logits + kChunkPixels;
   const float* losses = in.losses + next_pixel;
@@ -541,9 +542,9 @@ BCE_ALWAYS_INLINE void RunGradientBody(const RunPlan& plan, const PixelRun& run,
     const int64_t first_pixel = run.first_pixel + start;
     const float* logits = in.loss.logits + offset;
     const bool whole_lines = plan.planar() && length % kBlockLanes == 0;
-    const int64_t count = whole_lines ? Copy::List(in.losses + first_pixel, length, in.threshold_key, scratch)
-                                      : GenericChunkCopy::List(in.losses + first_pixel, length, in.threshold_key,
-                                                               scratch);
+    const int64_t count = whole_lines
+                              ? Copy::List(in.losses + first_pixel, length, in.threshold_key, scratch)
+                              : GenericChunkCopy::List(in.losses + first_pixel, length, in.threshold_key, scratch);
     // Every logit is read, selected or not, so that unselected pixels with non-finite logits are found (unless pass
     // 1 saw none).
     const bool check_finite = !in.all_finite;

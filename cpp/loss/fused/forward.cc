@@ -49,9 +49,9 @@ void ScalarPixelLosses(const RunPlan& plan, const float* logits, int64_t first_p
     ++counts.valid;
     const float label_logit = scratch.values[label * kBlockLanes + lane];
     // (max - x[y]) and log(sum) are both >= 0, so the loss is never a tiny negative number.
-    float loss = exact ? ExactLogSumExp(logits + lane * plan.pixel_stride(), plan.classes(), plan.class_stride()) -
-                           label_logit
-                     : (scratch.max_logit[lane] - label_logit) + scratch.per_lane[lane];
+    float loss =
+        exact ? ExactLogSumExp(logits + lane * plan.pixel_stride(), plan.classes(), plan.class_stride()) - label_logit
+              : (scratch.max_logit[lane] - label_logit) + scratch.per_lane[lane];
     if (in.weight != nullptr) loss *= in.weight[label];
     if (std::isnan(loss)) loss = kCanonicalNaN;
     losses[pixel] = loss;
@@ -123,9 +123,8 @@ struct GenericBlockMath {
 // The same operations on full blocks of spatial inputs (count == kBlockLanes, pixel stride 1). Not forced inline:
 // the block functions that call them are compiled for the default target, into which GCC inlines no AVX2 code.
 struct Avx2BlockMath {
-  static BCE_TARGET_AVX2 bool Load(const float* logits, int64_t /*count*/, int64_t classes,
-                                                     int64_t /*pixel_stride*/, int64_t class_stride,
-                                                     BlockScratch& scratch) {
+  static BCE_TARGET_AVX2 bool Load(const float* logits, int64_t /*count*/, int64_t classes, int64_t /*pixel_stride*/,
+                                   int64_t class_stride, BlockScratch& scratch) {
     float* values = scratch.values.data();
     __m256 max0 = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
     __m256 max1 = max0;
@@ -172,17 +171,15 @@ struct Avx2BlockMath {
 
   // ScalarPixelLosses on 16 lanes at once (labels compared as int64, the label's logit and weight gathered);
   // blocks with a non-finite logit or maximum go to ScalarPixelLosses.
-  static BCE_TARGET_AVX2 void PixelLosses(const RunPlan& plan, const float* logits, int64_t first_pixel,
-                                          int64_t count, const LossInputs& in, bool block_has_nan,
-                                          const BlockScratch& scratch, float* losses, uint32_t* histogram,
-                                          PassCounts& counts) {
+  static BCE_TARGET_AVX2 void PixelLosses(const RunPlan& plan, const float* logits, int64_t first_pixel, int64_t count,
+                                          const LossInputs& in, bool block_has_nan, const BlockScratch& scratch,
+                                          float* losses, uint32_t* histogram, PassCounts& counts) {
     const __m256 max0 = _mm256_loadu_ps(scratch.max_logit);
     const __m256 max1 = _mm256_loadu_ps(scratch.max_logit + 8);
     // max - max is NaN exactly when the maximum is +-inf (or NaN).
     const __m256 max_not_finite = _mm256_cmp_ps(_mm256_sub_ps(max0, max0), _mm256_sub_ps(max1, max1), _CMP_UNORD_Q);
     if (block_has_nan || _mm256_movemask_ps(max_not_finite) != 0) {
-      return ScalarPixelLosses(plan, logits, first_pixel, count, in, block_has_nan, scratch, losses, histogram,
-                               counts);
+      return ScalarPixelLosses(plan, logits, first_pixel, count, in, block_has_nan, scratch, losses, histogram, counts);
     }
     const int64_t* target = in.target + first_pixel;
     const __m256i ignore = _mm256_set1_epi64x(in.ignore_index);
@@ -218,8 +215,7 @@ struct Avx2BlockMath {
       const __m256i lane = _mm256_setr_epi32(half * 8, half * 8 + 1, half * 8 + 2, half * 8 + 3, half * 8 + 4,
                                              half * 8 + 5, half * 8 + 6, half * 8 + 7);
       const __m256i index = _mm256_add_epi32(_mm256_slli_epi32(label32, 4), lane);
-      const __m256 label_logit =
-          _mm256_mask_i32gather_ps(_mm256_setzero_ps(), scratch.values.data(), index, valid, 4);
+      const __m256 label_logit = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), scratch.values.data(), index, valid, 4);
       const __m256 max = half == 0 ? max0 : max1;
       __m256 loss = _mm256_add_ps(_mm256_sub_ps(max, label_logit), _mm256_loadu_ps(scratch.per_lane + half * 8));
       if (in.weight != nullptr) {
@@ -245,8 +241,8 @@ struct Avx2BlockMath {
 // instructions. (The FMA pipes bound the sums; on CPUs that split 512-bit operations in two, the gain is the
 // instructions not issued.)
 struct Avx512BlockMath {
-  static BCE_TARGET_AVX512 bool Load(const float* logits, int64_t /*count*/, int64_t classes,
-                                     int64_t /*pixel_stride*/, int64_t class_stride, BlockScratch& scratch) {
+  static BCE_TARGET_AVX512 bool Load(const float* logits, int64_t /*count*/, int64_t classes, int64_t /*pixel_stride*/,
+                                     int64_t class_stride, BlockScratch& scratch) {
     float* values = scratch.values.data();
     __m512 max = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
     __mmask16 nan = 0;
@@ -284,8 +280,7 @@ struct Avx512BlockMath {
     // max - max is NaN exactly when the maximum is +-inf (or NaN).
     const __m512 max_zero = _mm512_sub_ps(max, max);
     if (block_has_nan || _mm512_cmp_ps_mask(max_zero, max_zero, _CMP_UNORD_Q) != 0) {
-      return ScalarPixelLosses(plan, logits, first_pixel, count, in, block_has_nan, scratch, losses, histogram,
-                               counts);
+      return ScalarPixelLosses(plan, logits, first_pixel, count, in, block_has_nan, scratch, losses, histogram, counts);
     }
     const int64_t* target = in.target + first_pixel;
     const __m512i ignore = _mm512_set1_epi64(in.ignore_index);
@@ -297,8 +292,7 @@ struct Avx512BlockMath {
     for (int eighth = 0; eighth < 2; ++eighth) {
       const __m512i label = _mm512_loadu_si512(target + eighth * 8);
       const __mmask8 ignored = _mm512_cmpeq_epi64_mask(label, ignore);
-      const __mmask8 in_range =
-          _mm512_cmpgt_epi64_mask(label, minus_one) & _mm512_cmpgt_epi64_mask(classes, label);
+      const __mmask8 in_range = _mm512_cmpgt_epi64_mask(label, minus_one) & _mm512_cmpgt_epi64_mask(classes, label);
       valid |= static_cast<__mmask16>(static_cast<__mmask8>(~ignored & in_range)) << (eighth * 8);
       out_of_range |= static_cast<__mmask16>(static_cast<__mmask8>(~ignored & ~in_range)) << (eighth * 8);
       label32[eighth] = _mm512_cvtepi64_epi32(label);  // the low halves; only valid ones are used
@@ -365,8 +359,7 @@ BCE_ALWAYS_INLINE void RunLossesBody(const RunPlan& plan, const PixelRun& run, c
 
 #if defined(BCE_AVX2_PATH)
 BCE_TARGET_AVX512 void RunLossesAvx512(const RunPlan& plan, const PixelRun& run, const LossInputs& in,
-                                       BlockScratch& scratch, float* losses, uint32_t* histogram,
-                                       PassCounts& counts) {
+                                       BlockScratch& scratch, float* losses, uint32_t* histogram, PassCounts& counts) {
   RunLossesBody<Avx512BlockMath>(plan, run, in, scratch, losses, histogram, counts);
 }
 

@@ -37,9 +37,13 @@
 #include <chrono>
 #include <cstdio>
 #define BCE_PHASE_START() auto bce_phase_t0 = std::chrono::steady_clock::now()
-#define BCE_PHASE(name) do { auto now = std::chrono::steady_clock::now(); \
-  std::fprintf(stderr, "  %s %.2f ms\n", name, std::chrono::duration<double, std::milli>(now - bce_phase_t0).count()); \
-  bce_phase_t0 = now; } while (0)
+#define BCE_PHASE(name)                                                                  \
+  do {                                                                                   \
+    auto now = std::chrono::steady_clock::now();                                         \
+    std::fprintf(stderr, "  %s %.2f ms\n", name,                                         \
+                 std::chrono::duration<double, std::milli>(now - bce_phase_t0).count()); \
+    bce_phase_t0 = now;                                                                  \
+  } while (0)
 #else
 #define BCE_PHASE_START() (void)0
 #define BCE_PHASE(name) (void)0
@@ -87,8 +91,8 @@ class FusedCrossEntropyFunction : public torch::autograd::Function<FusedCrossEnt
   // selection's; value: the loss; denominator: what the selected losses' sum was divided by; all_finite: pass 1
   // saw no NaN logit and no non-finite maximum (autograd's version check keeps that true until backward).
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, const at::Tensor& target,
-                            const OptionalTensor& class_weight, const at::Tensor& losses,
-                            int64_t threshold_key, double value, double denominator, bool all_finite) {
+                            const OptionalTensor& class_weight, const at::Tensor& losses, int64_t threshold_key,
+                            double value, double denominator, bool all_finite) {
     ctx->save_for_backward({input, target});
     if (class_weight.has_value()) ctx->saved_data["weight"] = *class_weight;
     ctx->saved_data["losses"] = losses;
@@ -182,9 +186,9 @@ BootstrappedResult FusedBootstrappedCrossEntropy(const at::Tensor& input, const 
     denominator = weight.defined() ? selection.weight_sum : static_cast<double>(result.k);
   }
   const OptionalTensor optional_weight = weight.defined() ? OptionalTensor(weight) : OptionalTensor();
-  result.loss = FusedCrossEntropyFunction::apply(input, target, optional_weight, losses,
-                                                 static_cast<int64_t>(selection.key),
-                                                 selection.loss_sum / denominator, denominator, pass.non_finite == 0);
+  result.loss =
+      FusedCrossEntropyFunction::apply(input, target, optional_weight, losses, static_cast<int64_t>(selection.key),
+                                       selection.loss_sum / denominator, denominator, pass.non_finite == 0);
   BCE_PHASE("autograd node");
   return result;
 }

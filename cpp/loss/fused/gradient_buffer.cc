@@ -29,8 +29,8 @@ void AdviseHugePages(void* data, size_t bytes) {
 
 // The gradient buffer: uninitialised, every element is written by ComputeGradient. Gradients of 32 MiB and more
 // come from the addon's CPU allocator as blocks advised when they were mapped and kept for reuse once freed
-// (runtime/cpu_allocator.cc), so a reused block needs no system call. The advice covers smaller ones from the malloc heap,
-// and buffers from LibTorch's own allocator (BOOTSTRAPPED_CE_CPU_ALLOCATOR=default).
+// (runtime/cpu_allocator.cc), so a reused block needs no system call. The advice covers smaller ones from the malloc
+// heap, and buffers from LibTorch's own allocator (BOOTSTRAPPED_CE_CPU_ALLOCATOR=default).
 at::Tensor EmptyLike(const at::Tensor& input) {
   at::Tensor buffer = at::empty(input.sizes(), input.options());
   if (!CpuAllocatorInstalled() || buffer.nbytes() < kLargeCpuBlockBytes) {

@@ -64,7 +64,7 @@ BCE_ALWAYS_INLINE float ExpOfNonPositive(float x) {
 // log(x) for a normal x > 0 (a sum of exps, in [1, C]): Cephes logf, about 1 ulp.
 BCE_ALWAYS_INLINE float LogOfPositive(float x) {
   const uint32_t bits = FloatToBits(x);
-  int32_t exponent = static_cast<int32_t>(bits >> 23) - 126;         // x = m * 2^exponent, m in [0.5, 1)
+  int32_t exponent = static_cast<int32_t>(bits >> 23) - 126;  // x = m * 2^exponent, m in [0.5, 1)
   float m = BitsToFloat((bits & 0x007fffffu) | 0x3f000000u);
   // Fold m into [sqrt(1/2), sqrt(2)) - 1: below sqrt(1/2), use 2m - 1 and one less in the exponent.
   const int32_t below_sqrt_half = m < 0.707106781186547524f ? 1 : 0;
@@ -242,11 +242,11 @@ BCE_TARGET_AVX512 BCE_ALWAYS_INLINE __m512 TwoToEighths16() {
 }
 
 BCE_TARGET_AVX512 BCE_ALWAYS_INLINE __m512 Exp16ForSum(__m512 x) {  // Exp8ForSum, 16 lanes
-  const __m512 round_bias = _mm512_set1_ps(1572864.0f);  // 1.5 * 2^20: multiples of 1/8
+  const __m512 round_bias = _mm512_set1_ps(1572864.0f);             // 1.5 * 2^20: multiples of 1/8
   x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
   const __m512 biased = _mm512_fmadd_ps(x, _mm512_set1_ps(11.541560327111707f / 8), round_bias);  // 1 / ln2
-  const __m512 k = _mm512_sub_ps(biased, round_bias);  // m / 8
-  const __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.08664339756999316f * 8), x);  // ln2
+  const __m512 k = _mm512_sub_ps(biased, round_bias);                                             // m / 8
+  const __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.08664339756999316f * 8), x);              // ln2
   const __m512 c = _mm512_fmadd_ps(_mm512_set1_ps(0.1666685789823532f), r, _mm512_set1_ps(0.500064492225647f));
   const __m512 exp_r_minus_1 = _mm512_fmadd_ps(c, _mm512_mul_ps(r, r), r);
   const __m512 two_to_j_eighths = _mm512_permutexvar_ps(_mm512_castps_si512(biased), TwoToEighths16());
@@ -257,10 +257,10 @@ BCE_TARGET_AVX512 BCE_ALWAYS_INLINE __m512 Exp16ForSum(__m512 x) {  // Exp8ForSu
 BCE_TARGET_AVX512 BCE_ALWAYS_INLINE __m512 Exp16OfNonPositive(__m512 x) {  // Exp8OfNonPositive, 16 lanes
   const __m512 lowest = _mm512_set1_ps(-87.0f);
   const __mmask16 in_range = _mm512_cmp_ps_mask(x, lowest, _CMP_NLT_UQ);  // not (x < -87), as the andnot keeps
-  const __m512 round_bias = _mm512_set1_ps(1572864.0f);  // 1.5 * 2^20: multiples of 1/8
+  const __m512 round_bias = _mm512_set1_ps(1572864.0f);                   // 1.5 * 2^20: multiples of 1/8
   x = _mm512_max_ps(x, lowest);
   const __m512 biased = _mm512_fmadd_ps(x, _mm512_set1_ps(11.541560327111707f / 8), round_bias);  // 1 / ln2
-  const __m512 k = _mm512_sub_ps(biased, round_bias);  // m / 8
+  const __m512 k = _mm512_sub_ps(biased, round_bias);                                             // m / 8
   __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.086639404296875f * 8), x);
   r = _mm512_fnmadd_ps(k, _mm512_set1_ps(3.993272912339307e-06f * 8), r);
   __m512 poly = _mm512_set1_ps(1.0f / 24.0f);

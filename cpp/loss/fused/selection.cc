@@ -112,8 +112,8 @@ constexpr int kSumLanes = 8;
 // the loop vectorises and the additions do not wait on one another; selects, not branches (about p of the pixels
 // are above, in no predictable order); the rare candidates are looked for lane by lane only in groups that have
 // one.
-BCE_ALWAYS_INLINE void SumAboveBucketBody(const float* __restrict losses, int64_t begin, int64_t end,
-                                          uint32_t bucket, const LossInputs& in, BlockPart& part) {
+BCE_ALWAYS_INLINE void SumAboveBucketBody(const float* __restrict losses, int64_t begin, int64_t end, uint32_t bucket,
+                                          const LossInputs& in, BlockPart& part) {
   double loss_lanes[kSumLanes] = {};
   double weight_lanes[kSumLanes] = {};
   int64_t i = begin;
@@ -216,8 +216,7 @@ Selection SelectByHistogram(float* losses, int64_t pixels, int64_t k, const Hist
 
 }  // namespace
 
-Selection SelectTopK(float* losses, int64_t pixels, int64_t k, const Histogram& top_histogram,
-                     const LossInputs& in) {
+Selection SelectTopK(float* losses, int64_t pixels, int64_t k, const Histogram& top_histogram, const LossInputs& in) {
   return UseHistogramSelect(pixels) ? SelectByHistogram(losses, pixels, k, top_histogram, in)
                                     : SelectByPartition(losses, pixels, k, in);
 }

@@ -56,7 +56,7 @@ Napi::Value BootstrappedCrossEntropy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& input = TensorHandle::From(env, info[0], "input");
   const at::Tensor& target = TensorHandle::From(env, info[1], "target");
-  BootstrappedOptions options;
+  BootstrappedCrossEntropyOptions options;
   options.weight = OptionalTensor(env, info[2], "weight");
   options.p = ParseNumber(env, info[3], "p");
   options.ignore_index = ParseInteger(env, info[4], "ignoreIndex");
@@ -69,22 +69,28 @@ Napi::Value BootstrappedCrossEntropy(const Napi::CallbackInfo& info) {
 }
 
 // bootstrappedBinaryCrossEntropy(input, target, weight, posWeight, p, reduction, perSample, withLogits, stats)
-//   -> loss
+//   -> loss. One binding for both binary losses: withLogits picks bootstrapped_binary_cross_entropy_with_logits.
 Napi::Value BootstrappedBinaryCrossEntropy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& input = TensorHandle::From(env, info[0], "input");
   const at::Tensor& target = TensorHandle::From(env, info[1], "target");
-  BootstrappedOptions options;
-  options.weight = OptionalTensor(env, info[2], "weight");
-  options.pos_weight = OptionalTensor(env, info[3], "posWeight");
-  options.p = ParseNumber(env, info[4], "p");
-  options.reduction = ParseReduction(env, info[5]);
-  options.per_sample = ParseBool(env, info[6], "perSample");
-  options.impl = Impl::kReference;
+  const at::Tensor weight = OptionalTensor(env, info[2], "weight");
+  const at::Tensor pos_weight = OptionalTensor(env, info[3], "posWeight");
+  // The fields both binary losses share, read before withLogits says which options struct they go into.
+  BootstrappedOptionsBase shared;
+  shared.p = ParseNumber(env, info[4], "p");
+  shared.reduction = ParseReduction(env, info[5]);
+  shared.per_sample = ParseBool(env, info[6], "perSample");
   const bool with_logits = ParseBool(env, info[7], "withLogits");
   const Napi::Float64Array stats = StatsArray(env, info[8]);
-  return WithStats(
-      env, Guard(env, [&] { return bootstrapped_binary_cross_entropy(input, target, options, with_logits); }), stats);
+  if (with_logits) {
+    const BootstrappedBinaryCrossEntropyWithLogitsOptions options{shared, weight, pos_weight};
+    return WithStats(
+        env, Guard(env, [&] { return bootstrapped_binary_cross_entropy_with_logits(input, target, options); }), stats);
+  }
+  if (pos_weight.defined()) ThrowType(env, "posWeight applies to bootstrappedBinaryCrossEntropyWithLogits only");
+  const BootstrappedBinaryCrossEntropyOptions options{shared, weight};
+  return WithStats(env, Guard(env, [&] { return bootstrapped_binary_cross_entropy(input, target, options); }), stats);
 }
 
 // crossEntropy(input, target, weight, ignoreIndex, labelSmoothing, reduction) -> Tensor
@@ -92,12 +98,11 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& input = TensorHandle::From(env, info[0], "input");
   const at::Tensor& target = TensorHandle::From(env, info[1], "target");
-  BootstrappedOptions options;
+  CrossEntropyOptions options;
   options.weight = OptionalTensor(env, info[2], "weight");
   options.ignore_index = ParseInteger(env, info[3], "ignoreIndex");
   options.label_smoothing = ParseNumber(env, info[4], "labelSmoothing");
   options.reduction = ParseReduction(env, info[5]);
-  options.impl = Impl::kReference;
   return TensorHandle::Wrap(env, Guard(env, [&] { return cross_entropy(input, target, options); }));
 }
 

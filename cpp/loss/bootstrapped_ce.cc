@@ -57,7 +57,9 @@ void CheckShapes(const at::Tensor& input, const at::Tensor& target, bool probabi
                     " for input of shape ", input.sizes(), ", got ", target.sizes());
 }
 
-F::CrossEntropyFuncOptions CrossEntropyOptions(const BootstrappedOptions& options, bool probabilities) {
+// LibTorch's options for the per-element losses (reduction 'none') of either cross-entropy options struct.
+template <typename Options>
+F::CrossEntropyFuncOptions PerElementOptions(const Options& options, bool probabilities) {
   F::CrossEntropyFuncOptions ce;
   if (options.weight.defined()) ce.weight(options.weight);
   if (!probabilities) ce.ignore_index(options.ignore_index);
@@ -66,8 +68,19 @@ F::CrossEntropyFuncOptions CrossEntropyOptions(const BootstrappedOptions& option
   return ce;
 }
 
+// The checks both binary losses share.
+void CheckBinaryArguments(const at::Tensor& input, const at::Tensor& target, double p) {
+  TORCH_CHECK_TYPE(at::isFloatingType(input.scalar_type()) && at::isFloatingType(target.scalar_type()),
+                   "input and target must be floating-point tensors");
+  TORCH_CHECK_VALUE(input.sizes() == target.sizes(), "target must have the input's shape ", input.sizes(), ", got ",
+                    target.sizes());
+  TORCH_CHECK_VALUE(input.dim() >= 1, "input must have at least one dimension");
+  TORCH_CHECK(input.device() == target.device(), "input and target must be on the same device");
+  TORCH_CHECK_VALUE(p > 0.0 && p <= 1.0, "p must be in (0, 1], got ", p);
+}
+
 // An explicit request for the fused kernel where it does not apply is an error, never a silent fallback.
-void RefuseFused(const BootstrappedOptions& options) {
+void RefuseFused(const BootstrappedCrossEntropyOptions& options) {
   TORCH_CHECK(options.impl != Impl::kFused,
               "impl 'fused' does not apply here: it needs a contiguous float32 CPU "
               "input with fewer than 2^31 pixels, class-index targets, labelSmoothing 0, perSample false, "
@@ -84,7 +97,7 @@ int64_t KeepCount(double p, int64_t n) {
 }
 
 BootstrappedResult bootstrapped_cross_entropy(const at::Tensor& input, const at::Tensor& raw_target,
-                                              const BootstrappedOptions& options) {
+                                              const BootstrappedCrossEntropyOptions& options) {
   const NoAutogradUnlessNeeded no_autograd({&input, &raw_target, &options.weight});
   const bool probabilities = at::isFloatingType(raw_target.scalar_type());
   CheckShapes(input, raw_target, probabilities);
@@ -94,7 +107,7 @@ BootstrappedResult bootstrapped_cross_entropy(const at::Tensor& input, const at:
   if (probabilities) {
     RefuseFused(options);
     // Every element is valid; k is known without touching the device.
-    at::Tensor losses = F::cross_entropy(input, raw_target, CrossEntropyOptions(options, true));
+    at::Tensor losses = F::cross_entropy(input, raw_target, PerElementOptions(options, true));
     return SelectAndReduce(input, PoolOf(losses), options);
   }
 
@@ -107,7 +120,7 @@ BootstrappedResult bootstrapped_cross_entropy(const at::Tensor& input, const at:
   const PoolCounts counts = CountPool(target, options.ignore_index, classes, options.per_sample);
   CheckTargetsInRange(counts.out_of_range, classes, options.ignore_index);
 
-  at::Tensor losses = F::cross_entropy(input, target, CrossEntropyOptions(options, false));
+  at::Tensor losses = F::cross_entropy(input, target, PerElementOptions(options, false));
   Pool pool = PoolOf(losses);
   pool.counts = counts;
   pool.counts_from_shape = false;
@@ -123,42 +136,41 @@ BootstrappedResult bootstrapped_cross_entropy(const at::Tensor& input, const at:
 }
 
 BootstrappedResult bootstrapped_binary_cross_entropy(const at::Tensor& input, const at::Tensor& target,
-                                                     const BootstrappedOptions& options, bool with_logits) {
-  const NoAutogradUnlessNeeded no_autograd({&input, &target, &options.weight, &options.pos_weight});
-  TORCH_CHECK_TYPE(at::isFloatingType(input.scalar_type()) && at::isFloatingType(target.scalar_type()),
-                   "input and target must be floating-point tensors");
-  TORCH_CHECK_VALUE(input.sizes() == target.sizes(), "target must have the input's shape ", input.sizes(), ", got ",
-                    target.sizes());
-  TORCH_CHECK_VALUE(input.dim() >= 1, "input must have at least one dimension");
-  TORCH_CHECK(input.device() == target.device(), "input and target must be on the same device");
-  TORCH_CHECK_VALUE(options.p > 0.0 && options.p <= 1.0, "p must be in (0, 1], got ", options.p);
-  at::Tensor losses;
-  if (with_logits) {
-    F::BinaryCrossEntropyWithLogitsFuncOptions bce;
-    if (options.weight.defined()) bce.weight(options.weight);
-    if (options.pos_weight.defined()) bce.pos_weight(options.pos_weight);
-    losses = F::binary_cross_entropy_with_logits(input, target, bce.reduction(torch::kNone));
-  } else {
-    if (!input.device().is_cpu()) {
-      // On CPU LibTorch checks this itself; on CUDA it would be a device-side assert.
-      const int64_t outside =
-          input.detach().ge(0).logical_and(input.detach().le(1)).logical_not().sum().item<int64_t>();
-      TORCH_CHECK_INDEX(outside == 0, "input holds ", outside,
-                        " value(s) outside [0, 1]; "
-                        "use bootstrappedBinaryCrossEntropyWithLogits for logits");
-    }
-    F::BinaryCrossEntropyFuncOptions bce;
-    if (options.weight.defined()) bce.weight(options.weight);
-    losses = F::binary_cross_entropy(input, target, bce.reduction(torch::kNone));
+                                                     const BootstrappedBinaryCrossEntropyOptions& options) {
+  const NoAutogradUnlessNeeded no_autograd({&input, &target, &options.weight});
+  CheckBinaryArguments(input, target, options.p);
+  if (!input.device().is_cpu()) {
+    // On CPU LibTorch checks this itself; on CUDA it would be a device-side assert.
+    const int64_t outside = input.detach().ge(0).logical_and(input.detach().le(1)).logical_not().sum().item<int64_t>();
+    TORCH_CHECK_INDEX(outside == 0, "input holds ", outside,
+                      " value(s) outside [0, 1]; "
+                      "use bootstrappedBinaryCrossEntropyWithLogits for logits");
   }
+  F::BinaryCrossEntropyFuncOptions bce;
+  if (options.weight.defined()) bce.weight(options.weight);
+  const at::Tensor losses = F::binary_cross_entropy(input, target, bce.reduction(torch::kNone));
   return SelectAndReduce(input, PoolOf(losses), options);
 }
 
-at::Tensor cross_entropy(const at::Tensor& input, const at::Tensor& raw_target, const BootstrappedOptions& options) {
+BootstrappedResult bootstrapped_binary_cross_entropy_with_logits(
+    const at::Tensor& input, const at::Tensor& target, const BootstrappedBinaryCrossEntropyWithLogitsOptions& options) {
+  const NoAutogradUnlessNeeded no_autograd({&input, &target, &options.weight, &options.pos_weight});
+  CheckBinaryArguments(input, target, options.p);
+  F::BinaryCrossEntropyWithLogitsFuncOptions bce;
+  if (options.weight.defined()) bce.weight(options.weight);
+  if (options.pos_weight.defined()) bce.pos_weight(options.pos_weight);
+  const at::Tensor losses = F::binary_cross_entropy_with_logits(input, target, bce.reduction(torch::kNone));
+  return SelectAndReduce(input, PoolOf(losses), options);
+}
+
+at::Tensor cross_entropy(const at::Tensor& input, const at::Tensor& raw_target, const CrossEntropyOptions& options) {
   const NoAutogradUnlessNeeded no_autograd({&input, &raw_target, &options.weight});
   const bool probabilities = at::isFloatingType(raw_target.scalar_type());
   CheckShapes(input, raw_target, probabilities);
-  F::CrossEntropyFuncOptions ce = CrossEntropyOptions(options, probabilities);
+  F::CrossEntropyFuncOptions ce = PerElementOptions(options, probabilities);
+  // 'selected' means the selected losses, and the plain loss selects nothing: refused rather than read as 'mean'.
+  TORCH_CHECK_VALUE(options.reduction != Reduction::kSelected,
+                    "reduction 'selected' applies to the bootstrapped losses only");
   switch (options.reduction) {
     case Reduction::kSum: ce.reduction(torch::kSum); break;
     case Reduction::kNone: ce.reduction(torch::kNone); break;

@@ -29,18 +29,53 @@ enum class Reduction {
 
 enum class Impl { kAuto, kFused, kReference };
 
-struct BootstrappedOptions {
+// Options, one struct per loss as in PyTorch's C++ API (torch/nn/options/loss.h), each field named and defaulted
+// like the Python keyword. Plain fields with defaults rather than TORCH_ARG's chained setters: on the shared base
+// those setters would return the base, so a chain could not go on to the loss's own fields.
+
+// What every bootstrapped loss shares: how much of the pool it keeps and how it reduces what it kept.
+struct BootstrappedOptionsBase {
   // The effective fraction of the pool to keep, in (0, 1], after any warm-up schedule.
   double p = 1.0;
-  // Class weights (C) for cross-entropy; per-element weights (broadcastable to the input) for the binary losses.
+  Reduction reduction = Reduction::kMean;
+  // Select and average per sample instead of over the batch (see per_sample above).
+  bool per_sample = false;
+};
+
+// bootstrapped_cross_entropy: F.cross_entropy's keywords, and which implementation computes it.
+struct BootstrappedCrossEntropyOptions : BootstrappedOptionsBase {
+  // Class weights, shape (C).
   at::Tensor weight;
-  // Binary with logits only: weight of positive examples, broadcastable to the input.
-  at::Tensor pos_weight;
+  // Class-index targets only: elements with this target are outside the pool.
   int64_t ignore_index = -100;
   double label_smoothing = 0.0;
-  Reduction reduction = Reduction::kMean;
-  bool per_sample = false;
+  // kAuto takes the fused CPU kernel where it applies (see FusedApplies); kFused where it does not is an error.
   Impl impl = Impl::kAuto;
+};
+
+// bootstrapped_binary_cross_entropy: F.binary_cross_entropy's keywords.
+struct BootstrappedBinaryCrossEntropyOptions : BootstrappedOptionsBase {
+  // Per-element weights, broadcastable to the input.
+  at::Tensor weight;
+};
+
+// bootstrapped_binary_cross_entropy_with_logits: F.binary_cross_entropy_with_logits's keywords.
+struct BootstrappedBinaryCrossEntropyWithLogitsOptions : BootstrappedOptionsBase {
+  // Per-element weights, broadcastable to the input.
+  at::Tensor weight;
+  // Weight of positive examples, broadcastable to the input.
+  at::Tensor pos_weight;
+};
+
+// cross_entropy: F.cross_entropy's keywords. No selection: every valid element counts.
+struct CrossEntropyOptions {
+  // Class weights, shape (C).
+  at::Tensor weight;
+  // Class-index targets only: elements with this target do not count.
+  int64_t ignore_index = -100;
+  double label_smoothing = 0.0;
+  // kMean, kSum or kNone (kSelected is a bootstrapped reduction only).
+  Reduction reduction = Reduction::kMean;
 };
 
 struct BootstrappedResult {
@@ -53,14 +88,18 @@ struct BootstrappedResult {
 // input (N, C) or (N, C, d1, ...); target: class indices (N) / (N, d1, ...) of an integer dtype, or class
 // probabilities shaped like the input.
 BootstrappedResult bootstrapped_cross_entropy(const at::Tensor& input, const at::Tensor& target,
-                                              const BootstrappedOptions& options);
+                                              const BootstrappedCrossEntropyOptions& options);
 
-// input: probabilities (binary_cross_entropy) or logits (with_logits); target shaped like the input.
+// input: probabilities in [0, 1]; target shaped like the input.
 BootstrappedResult bootstrapped_binary_cross_entropy(const at::Tensor& input, const at::Tensor& target,
-                                                     const BootstrappedOptions& options, bool with_logits);
+                                                     const BootstrappedBinaryCrossEntropyOptions& options);
 
-// Plain F.cross_entropy with the same options (reduction kMean, kSum or kNone).
-at::Tensor cross_entropy(const at::Tensor& input, const at::Tensor& target, const BootstrappedOptions& options);
+// input: logits; target shaped like the input.
+BootstrappedResult bootstrapped_binary_cross_entropy_with_logits(
+    const at::Tensor& input, const at::Tensor& target, const BootstrappedBinaryCrossEntropyWithLogitsOptions& options);
+
+// Plain F.cross_entropy (no selection), with the same checks on the target as the bootstrapped form.
+at::Tensor cross_entropy(const at::Tensor& input, const at::Tensor& target, const CrossEntropyOptions& options);
 
 // k for a pool of n elements at fraction p.
 int64_t KeepCount(double p, int64_t n);

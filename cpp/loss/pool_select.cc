@@ -127,7 +127,7 @@ at::Tensor RankingValues(const Pool& pool) {
   return ranked;
 }
 
-BootstrappedResult BatchScope(const at::Tensor& input, const Pool& pool, const BootstrappedOptions& options) {
+BootstrappedResult BatchScope(const at::Tensor& input, const Pool& pool, const BootstrappedOptionsBase& options) {
   BootstrappedResult result;
   result.n_valid = pool.counts.total();
   result.k = KeepCount(options.p, result.n_valid);
@@ -174,7 +174,7 @@ BootstrappedResult BatchScope(const at::Tensor& input, const Pool& pool, const B
   return result;
 }
 
-BootstrappedResult SampleScope(const at::Tensor& input, const Pool& pool, const BootstrappedOptions& options) {
+BootstrappedResult SampleScope(const at::Tensor& input, const Pool& pool, const BootstrappedOptionsBase& options) {
   BootstrappedResult result;
   const at::Tensor& losses = pool.losses;
   const int64_t samples = losses.size(0);
@@ -237,7 +237,7 @@ BootstrappedResult SampleScope(const at::Tensor& input, const Pool& pool, const 
 
 }  // namespace
 
-BootstrappedResult SelectAndReduce(const at::Tensor& input, Pool pool, const BootstrappedOptions& options) {
+BootstrappedResult SelectAndReduce(const at::Tensor& input, Pool pool, const BootstrappedOptionsBase& options) {
   if (pool.counts_from_shape) pool.counts = ShapeCounts(pool.losses, options.per_sample);
   return options.per_sample && pool.losses.dim() > 0 ? SampleScope(input, pool, options)
                                                      : BatchScope(input, pool, options);

@@ -36,7 +36,7 @@ struct Pool {
 // A pool in which every element is valid (probability targets, binary losses).
 Pool PoolOf(const at::Tensor& losses);
 
-BootstrappedResult SelectAndReduce(const at::Tensor& input, Pool pool, const BootstrappedOptions& options);
+BootstrappedResult SelectAndReduce(const at::Tensor& input, Pool pool, const BootstrappedOptionsBase& options);
 
 // Zero of the input's dtype and device that is still part of its autograd graph (gradients all zero), even
 // when the input holds NaN or Inf.

@@ -136,7 +136,7 @@ bool IsFloatCpu(const at::Tensor& tensor) {
 
 }  // namespace
 
-bool FusedApplies(const at::Tensor& input, const at::Tensor& target, const BootstrappedOptions& options) {
+bool FusedApplies(const at::Tensor& input, const at::Tensor& target, const BootstrappedCrossEntropyOptions& options) {
   if (options.impl != Impl::kFused && options.impl != Impl::kAuto) return false;
   if (!IsFloatCpu(input) || !input.is_contiguous() || input.dim() < 2 || input.size(1) < 1) return false;
   if (!target.device().is_cpu() || target.scalar_type() != at::kLong) return false;
@@ -154,7 +154,7 @@ bool FusedApplies(const at::Tensor& input, const at::Tensor& target, const Boots
 }
 
 BootstrappedResult FusedBootstrappedCrossEntropy(const at::Tensor& input, const at::Tensor& raw_target,
-                                                 const BootstrappedOptions& options) {
+                                                 const BootstrappedCrossEntropyOptions& options) {
   const at::Tensor target = raw_target.contiguous();
   const at::Tensor weight = options.weight.defined() ? options.weight.contiguous() : at::Tensor();
   const RunPlan plan(input);

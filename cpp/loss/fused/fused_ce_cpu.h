@@ -17,11 +17,11 @@ namespace bce {
 // fewer than 2^31 pixels; int64 class-index targets; no label smoothing; batch scope; reduction kMean or kSum;
 // no class weights or float32 CPU class weights of length C. kAuto takes it whenever it applies: measured faster
 // than the reference path from 1x19x32x32 up.
-bool FusedApplies(const at::Tensor& input, const at::Tensor& target, const BootstrappedOptions& options);
+bool FusedApplies(const at::Tensor& input, const at::Tensor& target, const BootstrappedCrossEntropyOptions& options);
 
 // The loss when FusedApplies holds. target: int64 class indices; the kernel counts the pool itself and throws
 // c10::IndexError, as CheckTargetsInRange does, for labels outside [0, C) that are not ignore_index.
 BootstrappedResult FusedBootstrappedCrossEntropy(const at::Tensor& input, const at::Tensor& target,
-                                                 const BootstrappedOptions& options);
+                                                 const BootstrappedCrossEntropyOptions& options);
 
 }  // namespace bce

@@ -7,6 +7,7 @@
 
 #include <torch/optim.h>
 
+#include <iterator>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -19,8 +20,6 @@ namespace bce {
 namespace {
 
 const napi_type_tag kOptimizerTag = {0x51d2a8e37b4c4f19ULL, 0xa6e1c3b5d7f90284ULL};
-
-enum class Kind { kSgd, kAdam, kAdamW };
 
 // The optimizer state is keyed by the parameter's TensorImpl: as a string in LibTorch 1.x
 // (c10::guts::to_string of the pointer) and as the pointer itself in 2.x. Both are built here from the
@@ -73,6 +72,199 @@ std::tuple<double, double> BetasField(Napi::Env env, const Napi::Object& o) {
   return std::make_tuple(ParseNumber(env, betas.Get(0u), "betas[0]"), ParseNumber(env, betas.Get(1u), "betas[1]"));
 }
 
+// entry[name] = a copy of `tensor`, when it is defined (state tensors are created lazily by step()).
+void SetSnapshot(Napi::Env env, Napi::Object& entry, const char* name, const at::Tensor& tensor) {
+  at::Tensor copy = Guard(env, [&] { return Snapshot(tensor); });
+  if (copy.defined()) entry.Set(name, TensorHandle::Wrap(env, copy));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The kinds. Each is a traits struct: its LibTorch types and how its options and per-parameter state cross to
+// JavaScript; the handle below does everything else the same way for every kind. A traits struct has
+//   kName                              the kind as new OptimizerHandle(kind, ...) names it;
+//   Optimizer, Options, ParamState     LibTorch's optimizer and its options and per-parameter state types;
+//   ReadOptions(env, o)                the options from the constructor's object, which has every field;
+//   WriteOptions(options, out)         the options as options() returns them;
+//   UpdateOptions(env, o, options)     setOptions(o): sets the fields present in o;
+//   WriteState(env, state, entry)      one parameter's state as state() returns it, tensors copied;
+//   ReadState(env, entry, param, state) the reverse, for loadState: tensors copied, shaped and placed like param.
+// Adding a kind is one traits struct and its entry in kKinds.
+
+// SGD: { lr, momentum, dampening, weightDecay, nesterov }; state { momentumBuffer? }.
+struct Sgd {
+  static constexpr const char* kName = "sgd";
+  using Optimizer = torch::optim::SGD;
+  using Options = torch::optim::SGDOptions;
+  using ParamState = torch::optim::SGDParamState;
+
+  static Options ReadOptions(Napi::Env env, const Napi::Object& o) {
+    Options options(NumberField(env, o, "lr"));
+    options.weight_decay(NumberField(env, o, "weightDecay"));
+    options.momentum(NumberField(env, o, "momentum"));
+    options.dampening(NumberField(env, o, "dampening"));
+    options.nesterov(BoolField(env, o, "nesterov"));
+    return options;
+  }
+
+  static void WriteOptions(const Options& options, Napi::Object& out) {
+    out.Set("lr", options.lr());
+    out.Set("momentum", options.momentum());
+    out.Set("dampening", options.dampening());
+    out.Set("weightDecay", options.weight_decay());
+    out.Set("nesterov", options.nesterov());
+  }
+
+  static void UpdateOptions(Napi::Env env, const Napi::Object& o, Options& options) {
+    if (Has(o, "lr")) options.lr(NumberField(env, o, "lr"));
+    if (Has(o, "momentum")) options.momentum(NumberField(env, o, "momentum"));
+    if (Has(o, "dampening")) options.dampening(NumberField(env, o, "dampening"));
+    if (Has(o, "weightDecay")) options.weight_decay(NumberField(env, o, "weightDecay"));
+    if (Has(o, "nesterov")) options.nesterov(BoolField(env, o, "nesterov"));
+  }
+
+  static void WriteState(Napi::Env env, const ParamState& state, Napi::Object& entry) {
+    SetSnapshot(env, entry, "momentumBuffer", state.momentum_buffer());
+  }
+
+  static void ReadState(Napi::Env env, const Napi::Object& entry, const at::Tensor& param, ParamState& state) {
+    if (Has(entry, "momentumBuffer")) state.momentum_buffer(StateTensor(env, entry, "momentumBuffer", param));
+  }
+};
+
+// Adam and AdamW, whose options and state have the same fields: { lr, betas, eps, weightDecay, amsgrad }; state
+// { step, expAvg, expAvgSq, maxExpAvgSq? }.
+template <typename OptimizerType, typename OptionsType, typename ParamStateType>
+struct AdamFamily {
+  using Optimizer = OptimizerType;
+  using Options = OptionsType;
+  using ParamState = ParamStateType;
+
+  static Options ReadOptions(Napi::Env env, const Napi::Object& o) {
+    Options options(NumberField(env, o, "lr"));
+    options.weight_decay(NumberField(env, o, "weightDecay"));
+    options.betas(BetasField(env, o));
+    options.eps(NumberField(env, o, "eps"));
+    options.amsgrad(BoolField(env, o, "amsgrad"));
+    return options;
+  }
+
+  static void WriteOptions(const Options& options, Napi::Object& out) {
+    const Napi::Env env = out.Env();
+    out.Set("lr", options.lr());
+    Napi::Array betas = Napi::Array::New(env, 2);
+    betas.Set(0u, std::get<0>(options.betas()));
+    betas.Set(1u, std::get<1>(options.betas()));
+    out.Set("betas", betas);
+    out.Set("eps", options.eps());
+    out.Set("weightDecay", options.weight_decay());
+    out.Set("amsgrad", options.amsgrad());
+  }
+
+  static void UpdateOptions(Napi::Env env, const Napi::Object& o, Options& options) {
+    if (Has(o, "lr")) options.lr(NumberField(env, o, "lr"));
+    if (Has(o, "betas")) options.betas(BetasField(env, o));
+    if (Has(o, "eps")) options.eps(NumberField(env, o, "eps"));
+    if (Has(o, "weightDecay")) options.weight_decay(NumberField(env, o, "weightDecay"));
+    if (Has(o, "amsgrad")) options.amsgrad(BoolField(env, o, "amsgrad"));
+  }
+
+  static void WriteState(Napi::Env env, const ParamState& state, Napi::Object& entry) {
+    entry.Set("step", Napi::Number::New(env, static_cast<double>(state.step())));
+    SetSnapshot(env, entry, "expAvg", state.exp_avg());
+    SetSnapshot(env, entry, "expAvgSq", state.exp_avg_sq());
+    SetSnapshot(env, entry, "maxExpAvgSq", state.max_exp_avg_sq());
+  }
+
+  static void ReadState(Napi::Env env, const Napi::Object& entry, const at::Tensor& param, ParamState& state) {
+    state.step(ParseInteger(env, entry.Get("step"), "step"));
+    state.exp_avg(StateTensor(env, entry, "expAvg", param));
+    state.exp_avg_sq(StateTensor(env, entry, "expAvgSq", param));
+    if (Has(entry, "maxExpAvgSq")) state.max_exp_avg_sq(StateTensor(env, entry, "maxExpAvgSq", param));
+  }
+};
+
+struct Adam : AdamFamily<torch::optim::Adam, torch::optim::AdamOptions, torch::optim::AdamParamState> {
+  static constexpr const char* kName = "adam";
+};
+
+struct AdamW : AdamFamily<torch::optim::AdamW, torch::optim::AdamWOptions, torch::optim::AdamWParamState> {
+  static constexpr const char* kName = "adamw";
+};
+
+// A kind with its LibTorch types erased, as the handle uses it: functions over LibTorch's base classes, each
+// casting to the kind's own types (which the optimizer it created guarantees). Built by KindOf<Traits>().
+struct OptimizerKind {
+  const char* name;
+  std::unique_ptr<torch::optim::Optimizer> (*create)(Napi::Env env, const std::vector<at::Tensor>& params,
+                                                     const Napi::Object& options);
+  void (*write_options)(torch::optim::OptimizerOptions& options, Napi::Object& out);
+  void (*update_options)(Napi::Env env, const Napi::Object& partial, torch::optim::OptimizerOptions& options);
+  void (*write_state)(Napi::Env env, torch::optim::OptimizerParamState& state, Napi::Object& entry);
+  std::unique_ptr<torch::optim::OptimizerParamState> (*read_state)(Napi::Env env, const Napi::Object& entry,
+                                                                   const at::Tensor& param);
+};
+
+template <typename Traits>
+struct Erased {
+  using Options = typename Traits::Options;
+  using ParamState = typename Traits::ParamState;
+
+  static std::unique_ptr<torch::optim::Optimizer> Create(Napi::Env env, const std::vector<at::Tensor>& params,
+                                                         const Napi::Object& o) {
+    const Options options = Traits::ReadOptions(env, o);
+    return Guard(env, [&] { return std::make_unique<typename Traits::Optimizer>(params, options); });
+  }
+  static void WriteOptions(torch::optim::OptimizerOptions& options, Napi::Object& out) {
+    Traits::WriteOptions(static_cast<Options&>(options), out);
+  }
+  static void UpdateOptions(Napi::Env env, const Napi::Object& partial, torch::optim::OptimizerOptions& options) {
+    Traits::UpdateOptions(env, partial, static_cast<Options&>(options));
+  }
+  static void WriteState(Napi::Env env, torch::optim::OptimizerParamState& state, Napi::Object& entry) {
+    Traits::WriteState(env, static_cast<ParamState&>(state), entry);
+  }
+  static std::unique_ptr<torch::optim::OptimizerParamState> ReadState(Napi::Env env, const Napi::Object& entry,
+                                                                      const at::Tensor& param) {
+    auto state = std::make_unique<ParamState>();
+    Traits::ReadState(env, entry, param, *state);
+    return state;
+  }
+};
+
+template <typename Traits>
+constexpr OptimizerKind KindOf() {
+  return {Traits::kName,
+          &Erased<Traits>::Create,
+          &Erased<Traits>::WriteOptions,
+          &Erased<Traits>::UpdateOptions,
+          &Erased<Traits>::WriteState,
+          &Erased<Traits>::ReadState};
+}
+
+constexpr OptimizerKind kKinds[] = {KindOf<Sgd>(), KindOf<Adam>(), KindOf<AdamW>()};
+
+// The kind called `name`, or null.
+const OptimizerKind* FindKind(const std::string& name) {
+  for (const OptimizerKind& kind : kKinds) {
+    if (name == kind.name) return &kind;
+  }
+  return nullptr;
+}
+
+// "'sgd', 'adam' or 'adamw'": the kinds, for the error message.
+std::string KindNames() {
+  std::string names;
+  const size_t count = std::size(kKinds);
+  for (size_t i = 0; i < count; ++i) {
+    if (i > 0) names += i + 1 == count ? " or " : ", ";
+    names += std::string("'") + kKinds[i].name + "'";
+  }
+  return names;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The handle.
+
 class OptimizerHandle : public Napi::ObjectWrap<OptimizerHandle> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -91,16 +283,8 @@ class OptimizerHandle : public Napi::ObjectWrap<OptimizerHandle> {
   explicit OptimizerHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<OptimizerHandle>(info) {
     Napi::Env env = info.Env();
     info.This().As<Napi::Object>().TypeTag(&kOptimizerTag);
-    const std::string kind = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
-    if (kind == "sgd") {
-      kind_ = Kind::kSgd;
-    } else if (kind == "adam") {
-      kind_ = Kind::kAdam;
-    } else if (kind == "adamw") {
-      kind_ = Kind::kAdamW;
-    } else {
-      ThrowType(env, "kind must be 'sgd', 'adam' or 'adamw'");
-    }
+    kind_ = FindKind(info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "");
+    if (kind_ == nullptr) ThrowType(env, "kind must be " + KindNames());
     if (!info[1].IsArray()) ThrowType(env, "params must be an array of Tensors");
     const Napi::Array array = info[1].As<Napi::Array>();
     std::vector<at::Tensor> params;
@@ -109,30 +293,7 @@ class OptimizerHandle : public Napi::ObjectWrap<OptimizerHandle> {
       params.push_back(TensorHandle::From(env, array.Get(i), what.c_str()));
     }
     if (!info[2].IsObject()) ThrowType(env, "options must be an object");
-    const Napi::Object o = info[2].As<Napi::Object>();
-    const double lr = NumberField(env, o, "lr");
-    const double weight_decay = NumberField(env, o, "weightDecay");
-    if (kind_ == Kind::kSgd) {
-      torch::optim::SGDOptions options(lr);
-      options.momentum(NumberField(env, o, "momentum"))
-          .dampening(NumberField(env, o, "dampening"))
-          .weight_decay(weight_decay)
-          .nesterov(BoolField(env, o, "nesterov"));
-      optimizer_ = Guard(env, [&] { return std::make_unique<torch::optim::SGD>(params, options); });
-    } else {
-      const auto beta_pair = BetasField(env, o);
-      const double eps = NumberField(env, o, "eps");
-      const bool amsgrad = BoolField(env, o, "amsgrad");
-      if (kind_ == Kind::kAdam) {
-        torch::optim::AdamOptions options(lr);
-        options.betas(beta_pair).eps(eps).weight_decay(weight_decay).amsgrad(amsgrad);
-        optimizer_ = Guard(env, [&] { return std::make_unique<torch::optim::Adam>(params, options); });
-      } else {
-        torch::optim::AdamWOptions options(lr);
-        options.betas(beta_pair).eps(eps).weight_decay(weight_decay).amsgrad(amsgrad);
-        optimizer_ = Guard(env, [&] { return std::make_unique<torch::optim::AdamW>(params, options); });
-      }
-    }
+    optimizer_ = kind_->create(env, params, info[2].As<Napi::Object>());
   }
 
  private:
@@ -169,34 +330,10 @@ class OptimizerHandle : public Napi::ObjectWrap<OptimizerHandle> {
     return env.Undefined();
   }
 
+  // options(): the first parameter group's options, with every field of the kind.
   Napi::Value Options(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    Napi::Object out = Napi::Object::New(env);
-    auto& group_options = optimizer_->param_groups().at(0).options();
-    if (kind_ == Kind::kSgd) {
-      auto& o = static_cast<torch::optim::SGDOptions&>(group_options);
-      out.Set("lr", o.lr());
-      out.Set("momentum", o.momentum());
-      out.Set("dampening", o.dampening());
-      out.Set("weightDecay", o.weight_decay());
-      out.Set("nesterov", o.nesterov());
-    } else {
-      auto fill = [&](auto& o) {
-        out.Set("lr", o.lr());
-        Napi::Array betas = Napi::Array::New(env, 2);
-        betas.Set(0u, std::get<0>(o.betas()));
-        betas.Set(1u, std::get<1>(o.betas()));
-        out.Set("betas", betas);
-        out.Set("eps", o.eps());
-        out.Set("weightDecay", o.weight_decay());
-        out.Set("amsgrad", o.amsgrad());
-      };
-      if (kind_ == Kind::kAdam) {
-        fill(static_cast<torch::optim::AdamOptions&>(group_options));
-      } else {
-        fill(static_cast<torch::optim::AdamWOptions&>(group_options));
-      }
-    }
+    Napi::Object out = Napi::Object::New(info.Env());
+    kind_->write_options(optimizer_->param_groups().at(0).options(), out);
     return out;
   }
 
@@ -205,35 +342,12 @@ class OptimizerHandle : public Napi::ObjectWrap<OptimizerHandle> {
     Napi::Env env = info.Env();
     if (!info[0].IsObject()) ThrowType(env, "options must be an object");
     const Napi::Object o = info[0].As<Napi::Object>();
-    for (auto& group : optimizer_->param_groups()) {
-      auto& group_options = group.options();
-      if (kind_ == Kind::kSgd) {
-        auto& s = static_cast<torch::optim::SGDOptions&>(group_options);
-        if (Has(o, "lr")) s.lr(NumberField(env, o, "lr"));
-        if (Has(o, "momentum")) s.momentum(NumberField(env, o, "momentum"));
-        if (Has(o, "dampening")) s.dampening(NumberField(env, o, "dampening"));
-        if (Has(o, "weightDecay")) s.weight_decay(NumberField(env, o, "weightDecay"));
-        if (Has(o, "nesterov")) s.nesterov(BoolField(env, o, "nesterov"));
-      } else {
-        auto apply = [&](auto& a) {
-          if (Has(o, "lr")) a.lr(NumberField(env, o, "lr"));
-          if (Has(o, "betas")) a.betas(BetasField(env, o));
-          if (Has(o, "eps")) a.eps(NumberField(env, o, "eps"));
-          if (Has(o, "weightDecay")) a.weight_decay(NumberField(env, o, "weightDecay"));
-          if (Has(o, "amsgrad")) a.amsgrad(BoolField(env, o, "amsgrad"));
-        };
-        if (kind_ == Kind::kAdam) {
-          apply(static_cast<torch::optim::AdamOptions&>(group_options));
-        } else {
-          apply(static_cast<torch::optim::AdamWOptions&>(group_options));
-        }
-      }
-    }
+    for (auto& group : optimizer_->param_groups()) kind_->update_options(env, o, group.options());
     return env.Undefined();
   }
 
-  // state(): one entry per parameter, in order: null (no state yet), { momentumBuffer } for SGD, or
-  // { step, expAvg, expAvgSq, maxExpAvgSq? } for Adam/AdamW. Tensors are copies.
+  // state(): one entry per parameter, in order: null (no state yet) or the kind's state object (see the traits
+  // structs above). Tensors are copies.
   Napi::Value State(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     const std::vector<at::Tensor>& params = Params();
@@ -246,26 +360,7 @@ class OptimizerHandle : public Napi::ObjectWrap<OptimizerHandle> {
         continue;
       }
       Napi::Object entry = Napi::Object::New(env);
-      if (kind_ == Kind::kSgd) {
-        auto& s = static_cast<torch::optim::SGDParamState&>(*found->second);
-        at::Tensor buffer = Guard(env, [&] { return Snapshot(s.momentum_buffer()); });
-        if (buffer.defined()) entry.Set("momentumBuffer", TensorHandle::Wrap(env, buffer));
-      } else {
-        auto fill = [&](auto& s) {
-          entry.Set("step", Napi::Number::New(env, static_cast<double>(s.step())));
-          at::Tensor exp_avg = Guard(env, [&] { return Snapshot(s.exp_avg()); });
-          at::Tensor exp_avg_sq = Guard(env, [&] { return Snapshot(s.exp_avg_sq()); });
-          at::Tensor max_exp_avg_sq = Guard(env, [&] { return Snapshot(s.max_exp_avg_sq()); });
-          if (exp_avg.defined()) entry.Set("expAvg", TensorHandle::Wrap(env, exp_avg));
-          if (exp_avg_sq.defined()) entry.Set("expAvgSq", TensorHandle::Wrap(env, exp_avg_sq));
-          if (max_exp_avg_sq.defined()) entry.Set("maxExpAvgSq", TensorHandle::Wrap(env, max_exp_avg_sq));
-        };
-        if (kind_ == Kind::kAdam) {
-          fill(static_cast<torch::optim::AdamParamState&>(*found->second));
-        } else {
-          fill(static_cast<torch::optim::AdamWParamState&>(*found->second));
-        }
-      }
+      kind_->write_state(env, *found->second, entry);
       out.Set(static_cast<uint32_t>(i), entry);
     }
     return out;
@@ -287,26 +382,7 @@ class OptimizerHandle : public Napi::ObjectWrap<OptimizerHandle> {
       const Napi::Value value = entries.Get(i);
       if (value.IsNull() || value.IsUndefined()) continue;
       if (!value.IsObject()) ThrowType(env, "state[" + std::to_string(i) + "] must be an object or null");
-      const Napi::Object entry = value.As<Napi::Object>();
-      const at::Tensor& p = params[i];
-      if (kind_ == Kind::kSgd) {
-        auto s = std::make_unique<torch::optim::SGDParamState>();
-        if (Has(entry, "momentumBuffer")) s->momentum_buffer(StateTensor(env, entry, "momentumBuffer", p));
-        loaded[i] = std::move(s);
-      } else {
-        auto fill = [&](auto s) {
-          s->step(ParseInteger(env, entry.Get("step"), "step"));
-          s->exp_avg(StateTensor(env, entry, "expAvg", p));
-          s->exp_avg_sq(StateTensor(env, entry, "expAvgSq", p));
-          if (Has(entry, "maxExpAvgSq")) s->max_exp_avg_sq(StateTensor(env, entry, "maxExpAvgSq", p));
-          loaded[i] = std::move(s);
-        };
-        if (kind_ == Kind::kAdam) {
-          fill(std::make_unique<torch::optim::AdamParamState>());
-        } else {
-          fill(std::make_unique<torch::optim::AdamWParamState>());
-        }
-      }
+      loaded[i] = kind_->read_state(env, value.As<Napi::Object>(), params[i]);
     }
     auto& state = optimizer_->state();
     for (size_t i = 0; i < params.size(); ++i) {
@@ -324,7 +400,7 @@ class OptimizerHandle : public Napi::ObjectWrap<OptimizerHandle> {
     return Napi::Number::New(info.Env(), static_cast<double>(Params().size()));
   }
 
-  Kind kind_ = Kind::kSgd;
+  const OptimizerKind* kind_ = nullptr;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
 };
 

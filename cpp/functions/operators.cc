@@ -40,7 +40,7 @@ constexpr const char* kOperators[] = {
     "aten::exp", "aten::log", "aten::abs", "aten::sqrt", "aten::neg",
     "aten::pow.Tensor_Tensor", "aten::pow.Tensor_Scalar",
     "aten::matmul",
-    "aten::permute", "aten::transpose.int", "aten::contiguous", "aten::flatten.using_ints",
+    "aten::permute", "aten::transpose.int", "aten::diagonal", "aten::contiguous", "aten::flatten.using_ints",
     "aten::squeeze", "aten::squeeze.dim", "aten::unsqueeze",
     "aten::cat", "aten::stack",
     "aten::narrow", "aten::select.int", "aten::index_select", "aten::masked_select",

@@ -107,7 +107,7 @@ function optionalDim(t: Tensor, value: unknown, name: string): number | null {
 
 function scalar(value: unknown, name: string): number | boolean {
   if (typeof value !== 'number' && typeof value !== 'boolean') {
-    throw new TypeError(`${name} must be a number or a boolean, got ${describe(value)}`);
+    throw new TypeError(`${name} must be a number, a boolean or a Tensor, got ${describe(value)}`);
   }
   return value;
 }
@@ -348,8 +348,16 @@ interface MinMaxMethod {
   (other: Tensor): Tensor;
 }
 
-function conversion(dtype: DType) {
-  return (self: Tensor): Tensor => op('aten::to.dtype', self, dtype);
+/** Operators without arguments refuse any (a misplaced argument would otherwise go unnoticed). */
+function noArguments(name: string, extra: unknown[]): void {
+  if (extra.length > 0) throw new TypeError(`${name} takes no arguments, got ${extra.length}`);
+}
+
+function conversion(name: string, dtype: DType) {
+  return (self: Tensor, ...none: []): Tensor => {
+    noArguments(name, none);
+    return op('aten::to.dtype', self, dtype);
+  };
 }
 
 function reduceAnyAll(name: 'any' | 'all') {
@@ -360,7 +368,10 @@ function reduceAnyAll(name: 'any' | 'all') {
 }
 
 function unary(name: string) {
-  return (self: Tensor): Tensor => op(`aten::${name}`, self);
+  return (self: Tensor, ...none: []): Tensor => {
+    noArguments(name, none);
+    return op(`aten::${name}`, self);
+  };
 }
 
 // ---- the table ----
@@ -433,23 +444,23 @@ export const TENSOR_METHODS = {
   /** Values along `dim` picked by `index` (int64, the same number of dimensions as self). */
   gather: (self: Tensor, dim: number, index: Tensor): Tensor => op('aten::gather', self, dimOf(self, dim, 'dim'), gatherIndex(self, index)),
   /** Converted to float32 (a no-op when it already is). */
-  float: conversion('float32'),
+  float: conversion('float', 'float32'),
   /** Converted to float64. */
-  double: conversion('float64'),
+  double: conversion('double', 'float64'),
   /** Converted to float16. */
-  half: conversion('float16'),
+  half: conversion('half', 'float16'),
   /** Converted to int64. */
-  long: conversion('int64'),
+  long: conversion('long', 'int64'),
   /** Converted to int32. */
-  int: conversion('int32'),
+  int: conversion('int', 'int32'),
   /** Converted to bool (non-zero is true). */
-  bool: conversion('bool'),
+  bool: conversion('bool', 'bool'),
   /** Occurrences of each value of a 1-D non-negative integer tensor (weighted by `weights` when given); at least `minlength` bins. */
   bincount: (self: Tensor, weights?: Tensor | null, minlength = 0): Tensor => op('aten::bincount', bincountSelf(self), bincountWeights(self, weights), checkInteger(minlength, 'minlength', 0)),
   /** A copy with its own memory (recorded by autograd). */
   clone: unary('clone'),
   /** Fills the tensor with zeros in place; returns it. */
-  zero_: (self: Tensor): Tensor => opInPlace('aten::zero_', self),
+  zero_: (self: Tensor, ...none: []): Tensor => (noArguments('zero_', none), opInPlace('aten::zero_', self)),
   /** Fills the tensor with `value` (a number or a 0-d tensor) in place; returns it. */
   fill_: (self: Tensor, value: number | boolean | Tensor): Tensor => (typeof value === 'object' ? opInPlace('aten::fill_.Tensor', self, fillTensor(value)) : opInPlace('aten::fill_.Scalar', self, scalar(value, 'value'))),
   /** Whether any element is non-zero: over all elements, or along `dim`; a bool tensor. */
@@ -538,8 +549,8 @@ export function installOperatorMethods(prototype: object): void {
     const call = fn as (self: Tensor, ...args: unknown[]) => unknown;
     Object.defineProperty(prototype, name, {
       value: {
-        [name](this: Tensor, ...args: unknown[]) {
-          return call(this, ...args);
+        [name](this: unknown, ...args: unknown[]) {
+          return call(binding.check(this, 'self'), ...args);
         },
       }[name],
       writable: true,

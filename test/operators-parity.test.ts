@@ -156,7 +156,8 @@ const CASES: Record<string, Case> = {
 
 /** JSON cannot carry NaN or infinities: both sides write them as strings. */
 type Encoded = number | string;
-const decode = (v: Encoded): number => (typeof v === 'number' ? v : Number(v === 'nan' ? NaN : v === 'inf' ? Infinity : -Infinity));
+const decode = (v: Encoded): number =>
+  typeof v === 'number' ? v : Number(v === 'nan' ? NaN : v === 'inf' ? Infinity : -Infinity);
 
 interface Encoding {
   shape: number[];
@@ -223,7 +224,9 @@ function compare(where: string, ours: Encoding, theirs: Encoding): void {
   ours.values.forEach((v, i) => {
     const expected = decode(theirs.values[i]);
     const a = decode(v);
-    const same = Number.isNaN(expected) ? Number.isNaN(a) : a === expected || Math.abs(a - expected) <= tolerance * (1 + Math.abs(expected));
+    const same = Number.isNaN(expected)
+      ? Number.isNaN(a)
+      : a === expected || Math.abs(a - expected) <= tolerance * (1 + Math.abs(expected));
     if (!same) throw new Error(`${where}[${i}]: ours ${a}, PyTorch ${expected}`);
   });
 }

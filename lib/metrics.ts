@@ -67,7 +67,8 @@ export function confusionMatrix(
     if (badTargets > 0 || badPreds > 0) {
       const where = badTargets > 0 ? `target holds ${badTargets}` : `pred holds ${badPreds}`;
       throw new RangeError(
-        `${where} class index(es) outside [0, ${n})${ignoreIndex === undefined ? '' : ` that are not ignoreIndex (${ignoreIndex})`}`,
+        `${where} class index(es) outside [0, ${n})` +
+          (ignoreIndex === undefined ? '' : ` among the pixels whose target is not ignoreIndex (${ignoreIndex})`),
       );
     }
     // target * n + pred, in int64 (a number operand of an int64 tensor keeps it int64: see lib/operators.ts).

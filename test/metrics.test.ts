@@ -70,8 +70,8 @@ describe('confusionMatrix and iou by hand', () => {
       expect(() => bce.confusionMatrix(p, long([0, 3]), 3)).toThrow(
         new RangeError('target holds 1 class index(es) outside [0, 3)'),
       );
-      expect(() => bce.confusionMatrix(long([0, -1]), long([0, 255]), 3, { ignoreIndex: 255 })).toThrow(
-        'pred holds 1 class index(es) outside [0, 3) that are not ignoreIndex (255)',
+      expect(() => bce.confusionMatrix(long([0, -1, -1]), long([0, 255, 1]), 3, { ignoreIndex: 255 })).toThrow(
+        'pred holds 1 class index(es) outside [0, 3) among the pixels whose target is not ignoreIndex (255)',
       );
       expect(() => bce.confusionMatrix(bce.tensor([0, 1]), p, 3)).toThrow(
         new TypeError('pred must hold class indices (int64, int32 or uint8), got float32'),

@@ -163,8 +163,7 @@ c10::IValue ToIValue(Napi::Env env, const c10::TypePtr& type, const Napi::Value&
     case c10::TypeKind::ScalarTypeType:
       // The dispatcher's boxed form of a ScalarType is its int64 code.
       return c10::IValue(static_cast<int64_t>(ParseDtype(env, value, what.c_str())));
-    case c10::TypeKind::ListType:
-      return ToList(env, type->containedTypes().at(0), value, what, fixed_size);
+    case c10::TypeKind::ListType: return ToList(env, type->containedTypes().at(0), value, what, fixed_size);
     default:
       // MemoryFormat, Layout, Device, Generator, str, ...: only their defaults, never a value from JavaScript
       // (an arbitrary integer as a MemoryFormat or Layout is not checked everywhere).

@@ -137,7 +137,7 @@ c10::IValue ToList(Napi::Env env, const c10::TypePtr& element, const Napi::Value
     for (uint32_t i = 0; i < length; ++i) {
       const Napi::Value item = array.Get(i);
       if (IsNullish(item)) {
-        tensors.push_back(c10::nullopt);
+        tensors.push_back(c10::optional<at::Tensor>());
       } else {
         tensors.push_back(TensorHandle::From(env, item, (what + "[" + std::to_string(i) + "]").c_str()));
       }

@@ -3,6 +3,7 @@
  * maps, and intersection over union from it. Only the small matrix (or the IoU vector) needs to reach the host.
  */
 import { INDEX_DTYPES } from './dtype';
+import { stack } from './operators';
 import { tidy } from './scope';
 import { Tensor, checkTensor } from './tensor';
 import { checkInteger, checkOptions, optionNames, sameShape } from './validate';
@@ -62,8 +63,11 @@ export function confusionMatrix(
         .clamp(0, n - 1)
         .ne(x)
         .countNonzero();
-    const badTargets = outside(truth).item();
-    const badPreds = outside(guess).item();
+    // Both counts in one read-back (on CUDA, one synchronisation).
+    const [badTargets, badPreds] = Array.from(
+      stack([outside(truth), outside(guess)]).toArray() as BigInt64Array,
+      Number,
+    );
     if (badTargets > 0 || badPreds > 0) {
       const where = badTargets > 0 ? `target holds ${badTargets}` : `pred holds ${badPreds}`;
       throw new RangeError(

@@ -547,6 +547,9 @@ export type TensorOperatorMethods = { [K in keyof typeof TENSOR_METHODS]: Method
 export function installOperatorMethods(prototype: object): void {
   for (const [name, fn] of Object.entries({ ...TENSOR_METHODS, ...OVERLOADED_METHODS })) {
     const call = fn as (self: Tensor, ...args: unknown[]) => unknown;
+    // A name Tensor already has (sum, add, ...) would be replaced without a word.
+    if (name in prototype)
+      throw new Error(`Tensor already has a member '${name}': the operator table must not redefine it`);
     Object.defineProperty(prototype, name, {
       value: {
         [name](this: unknown, ...args: unknown[]) {

@@ -43,6 +43,10 @@ export interface NativeHandle {
   isDisposed(): boolean;
 }
 
+/** What `callOperator` returns: a tensor, a number, a boolean, null (an undefined tensor or None), or an array of
+ * these when the operator returns several values or a list. */
+export type NativeResult = NativeHandle | number | boolean | null | NativeResult[];
+
 /** The reductions the native losses take: 'selected' returns the 1-D tensor of selected losses. */
 export type NativeReduction = 'mean' | 'sum' | 'none' | 'selected';
 
@@ -105,6 +109,14 @@ export interface NativeAddon {
     withLogits: boolean,
     stats: Float64Array,
   ): NativeHandle;
+  /**
+   * Calls a LibTorch operator by schema name and overload ('aten::argmax', 'aten::max.dim') through the dispatcher
+   * (cpp/functions/operators.cc), with `args` in the schema's order (omitted or undefined ones take the schema's
+   * defaults). Only the operators `operatorNames()` lists can be called.
+   */
+  callOperator(schema: string, args: unknown[]): NativeResult;
+  /** The schemas `callOperator` accepts (those it lists that this LibTorch has). */
+  operatorNames(): string[];
   crossEntropy(
     input: NativeHandle,
     target: NativeHandle,

@@ -6,6 +6,7 @@
 import { inspect, types } from 'util';
 import { DTYPES, DType, TypedArray, checkIntegerValues, dtypeOfTypedArray, isFloating } from './dtype';
 import { native, NativeHandle } from './native';
+import { bindTensor, installOperatorMethods, TensorOperatorMethods } from './operators';
 import { noteTensorCreated } from './memory-watch';
 import { track } from './scope';
 import {
@@ -75,6 +76,12 @@ function operand(other: unknown, name: string): NativeHandle | number {
   return checkTensor(other, name).handle;
 }
 
+// The operator methods (argmax, softmax, eq, cat, ...): declared from the table in lib/operators.ts, which makes
+// them; installed on the prototype below.
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging, @typescript-eslint/no-empty-object-type -- the methods are installed from the table at load
+export interface Tensor extends TensorOperatorMethods {}
+
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging -- see the interface above
 export class Tensor {
   /** @internal The native handle (cpp/objects/tensor_handle.cc). */
   readonly handle: NativeHandle;
@@ -288,6 +295,9 @@ export class Tensor {
     return `${head} [${shown.join(', ')}]`;
   }
 }
+
+bindTensor({ wrap: (handle) => new Tensor(handle), check: checkTensor, isTensor });
+installOperatorMethods(Tensor.prototype);
 
 /** The most elements `inspect` copies to the host for its preview. */
 const PREVIEW_LIMIT = 100_000;

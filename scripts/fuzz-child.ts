@@ -18,6 +18,8 @@ const flag = (name: string, fallback: number): number => {
 };
 const seed = flag('--seed', 12345);
 const totalCalls = flag('--calls', 12000);
+// --only NAME: call only that native function (e.g. callOperator), no TensorHandle methods.
+const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
 
 // mulberry32
 let state = seed >>> 0;
@@ -231,6 +233,54 @@ function keepResult(value: unknown): void {
   if (typeof value === 'object' && value !== null && 'loss' in value) keep((value as { loss: unknown }).loss);
 }
 
+/**
+ * callOperator's arguments: a listed schema (sometimes one that is not), then a random argument list drawn from
+ * fresh small tensors of every dtype (not the shared pool: an operator such as bincount or oneHot allocates by
+ * the values it holds, and pooled tensors may have been filled with anything), small and extreme numbers (none
+ * whose allocation could succeed at a giant size: 2 ** 31 classes of int64 would be 16 GB), dtype names, lists.
+ */
+const SCHEMAS = native.operatorNames();
+// prettier-ignore
+const OPERATOR_NUMBERS = [0, 1, 2, 3, -1, -2, -3, 0.5, -0, NaN, Infinity, -Infinity, 2 ** 45, 2 ** 53, 2 ** 63, -(2 ** 53), 1e300, 5e-324, 100, -100];
+const BAD_SCHEMAS = ['aten::_local_scalar_dense', 'aten::empty.memory_format', '', 'aten::argmax.nope', 'argmax', 7];
+
+function freshTensor(): NativeHandle | unknown {
+  const shape = smallShape();
+  const length = shape.reduce((a, b) => a * b, 1);
+  const dtype = pick(['float32', 'float32', 'float64', 'int64', 'int64', 'int32', 'uint8', 'bool', 'float16']);
+  try {
+    const values = Float64Array.from({ length }, () => (dtype.startsWith('float') ? random() * 6 - 3 : int(6) - 1));
+    return native.fromData(values, shape, dtype === 'uint8' || dtype === 'bool' ? dtype : dtype, 'cpu');
+  } catch {
+    return handle();
+  }
+}
+
+function operatorArgument(depth = 0): unknown {
+  switch (int(10)) {
+    case 0:
+    case 1:
+    case 2:
+      return freshTensor();
+    case 3:
+      return chance(0.7) ? int(7) - 3 : pick(OPERATOR_NUMBERS);
+    case 4:
+      return chance(0.5);
+    case 5:
+      return pick(DTYPES);
+    case 6:
+      return Array.from({ length: int(5) }, () => (chance(0.85) ? int(6) - 3 : pick<unknown>(OPERATOR_NUMBERS)));
+    case 7:
+      return depth < 1
+        ? Array.from({ length: int(4) }, () => (chance(0.85) ? freshTensor() : operatorArgument(1)))
+        : [];
+    case 8:
+      return pick([null, undefined]);
+    default:
+      return pick<unknown>([{}, 'x', () => 1, Symbol('s'), 10n, new Float32Array(2), handle()]);
+  }
+}
+
 /** Arguments for each known export; unknown (newer) exports get random arguments. */
 const generators: Record<string, () => unknown[]> = {
   fromData: () => {
@@ -254,6 +304,21 @@ const generators: Record<string, () => unknown[]> = {
     chance(0.9) ? pick(DEVICES) : anyValue(),
   ],
   manualSeed: () => [chance(0.7) ? int(1000) : pick(NUMBERS)],
+  callOperator: () => {
+    const schema = chance(0.95) ? pick(SCHEMAS) : pick<unknown>(BAD_SCHEMAS);
+    if (chance(0.05)) return [schema, operatorArgument()];
+    // Mostly plausible: a tensor (a list of them for cat and stack) first, then small integers and tensors.
+    const lists = typeof schema === 'string' && /cat|stack/.test(schema);
+    const first = chance(0.9)
+      ? lists
+        ? Array.from({ length: 1 + int(3) }, () => freshTensor())
+        : freshTensor()
+      : operatorArgument();
+    const rest = Array.from({ length: int(4) }, () =>
+      chance(0.5) ? int(5) - 2 : chance(0.3) ? freshTensor() : operatorArgument(),
+    );
+    return [schema, [first, ...rest]];
+  },
   setNumThreads: () => [chance(0.5) ? pick([1, 2]) : pick([0, -1, 1.5, NaN, Infinity, 4097, 2 ** 53, '2', undefined])],
   bootstrappedCrossEntropy: () => {
     if (chance(0.3)) newProblem();
@@ -324,16 +389,21 @@ const stats = {
   giant: [] as string[],
   unknownExports: [] as string[],
   nonErrorThrows: 0,
+  /** callOperator by schema: how many calls returned and threw (the fuzz reaches the kernels, not only checks). */
+  operators: {} as Record<string, { returned: number; threw: number }>,
 };
 
-function call(name: string, fn: () => unknown): void {
+function call(name: string, fn: () => unknown, schema?: unknown): void {
   stats.calls += 1;
   stats.perEntryPoint[name] = (stats.perEntryPoint[name] ?? 0) + 1;
+  const perSchema = typeof schema === 'string' ? (stats.operators[schema] ??= { returned: 0, threw: 0 }) : undefined;
   try {
     keepResult(fn());
     stats.returned += 1;
+    if (perSchema) perSchema.returned += 1;
   } catch (error) {
     stats.threw += 1;
+    if (perSchema) perSchema.threw += 1;
     const label = error instanceof Error ? error.name : `non-Error ${typeof error}`;
     if (!(error instanceof Error)) stats.nonErrorThrows += 1;
     stats.errorNames[label] = (stats.errorNames[label] ?? 0) + 1;
@@ -391,11 +461,11 @@ for (const [name, giantArgs] of GIANT) {
 
 while (stats.calls < totalCalls) {
   const roll = random();
-  if (roll < 0.45) {
-    const name = pick(functions);
+  if (roll < 0.45 || only !== undefined) {
+    const name = only ?? pick(functions);
     const fn = exportsOf[name] as (...a: unknown[]) => unknown;
     const argList = generators[name] ? generators[name]() : Array.from({ length: int(5) }, () => anyValue());
-    call(name, () => fn(...argList));
+    call(name, () => fn(...argList), name === 'callOperator' ? argList[0] : undefined);
   } else if (roll < 0.95) {
     const method = pick(Object.keys(METHODS));
     const target = chance(0.1) ? pick(foreign) : chance(0.93) ? handle() : anyValue();

@@ -4,6 +4,7 @@
 
 #include "functions/factories.h"
 #include "functions/losses.h"
+#include "functions/operators.h"
 #include "functions/runtime.h"
 #include "napi/addon_data.h"
 #include "objects/module_handle.h"
@@ -24,6 +25,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   bce::RegisterFactories(env, exports);
   bce::RegisterRuntime(env, exports);
   bce::RegisterLoss(env, exports);
+  bce::RegisterOperators(env, exports);
   bce::RegisterJit(env, exports);
   bce::RegisterOptimizer(env, exports);
   return exports;

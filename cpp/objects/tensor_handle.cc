@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <cstring>
 
 namespace bce {
@@ -248,8 +249,12 @@ Napi::Value TensorHandle::Binary(const Napi::CallbackInfo& info, TensorOp tensor
   Napi::Env env = info.Env();
   const at::Tensor& t = Live(env);
   if (info[0].IsNumber()) {
+    // An integer acts as a Python int, any other number as a Python float: PyTorch's type promotion then keeps
+    // an integer tensor times 2 an integer tensor (a float Scalar would make it float32).
     const double value = info[0].As<Napi::Number>().DoubleValue();
-    return Wrap(env, Guard(env, [&] { return scalar_op(t, at::Scalar(value)); }));
+    const bool integral = std::isfinite(value) && std::floor(value) == value && std::fabs(value) <= 9007199254740991.0;
+    const at::Scalar scalar = integral ? at::Scalar(static_cast<int64_t>(value)) : at::Scalar(value);
+    return Wrap(env, Guard(env, [&] { return scalar_op(t, scalar); }));
   }
   const at::Tensor& other = From(env, info[0], "other");
   return Wrap(env, Guard(env, [&] { return tensor_op(t, other); }));

@@ -10,6 +10,7 @@
  */
 import * as path from 'path';
 import { native, NativeHandle } from '../lib/native';
+import { mulberry32 } from '../test/helpers/prng';
 
 const args = process.argv.slice(2);
 const flag = (name: string, fallback: number): number => {
@@ -19,15 +20,7 @@ const flag = (name: string, fallback: number): number => {
 const seed = flag('--seed', 12345);
 const totalCalls = flag('--calls', 12000);
 
-// mulberry32
-let state = seed >>> 0;
-function random(): number {
-  state = (state + 0x6d2b79f5) >>> 0;
-  let t = state;
-  t = Math.imul(t ^ (t >>> 15), t | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
+const random = mulberry32(seed);
 const int = (n: number): number => Math.floor(random() * n);
 const pick = <T>(items: readonly T[]): T => items[int(items.length)];
 const chance = (p: number): boolean => random() < p;

@@ -17,7 +17,8 @@ import * as path from 'path';
 import { Command } from 'commander';
 import * as bce from '../../lib';
 import { AddonData, AddonImpl, Mode, disposeData, makeData, oneCall, probeFused, warmUpJit } from './addon';
-import { PythonWorker, findPython } from './python';
+import { findTorchPython } from '../../test/helpers/torch-python';
+import { PythonWorker } from '../../test/helpers/torch-worker';
 
 const REPO_ROOT = path.resolve(__dirname, '..', '..');
 const DEFAULT_SIZES = ['1x19x32x32', '1x19x128x128', '2x19x256x512', '8x19x512x1024'];
@@ -305,14 +306,16 @@ async function main(): Promise<void> {
     );
   }
   const info = bce.info();
-  const { python, tried } = findPython();
+  // The Python whose torch is the version of the addon's LibTorch, so both sides run the same library.
+  const found = findTorchPython();
+  const python = found.path ?? undefined;
   let worker: PythonWorker | undefined;
   let torchInfo: Record<string, unknown> | undefined;
   if (python) {
     worker = new PythonWorker(python);
     torchInfo = await worker.request({ cmd: 'info' });
   } else {
-    log(`warning: no Python that imports torch (${tried.join('; ')}); PyTorch columns will be n/a`);
+    log(`warning: no Python that imports torch (${found.reason}); PyTorch columns will be n/a`);
   }
   const pinned = pinBinary(info.binary);
   const machine = {

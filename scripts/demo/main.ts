@@ -11,7 +11,8 @@ import * as path from 'path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import * as cliProgress from 'cli-progress';
 import * as bce from '../../lib';
-import { CLASS_NAMES, NUM_CLASSES, SIZE, classFrequencies, makeBatch, mulberry32 } from './synthetic';
+import { mulberry32 } from '../../test/helpers/prng';
+import { CLASS_NAMES, NUM_CLASSES, SIZE, classFrequencies, makeBatch } from './synthetic';
 
 const MODEL = path.join(__dirname, '..', '..', 'models', 'segnet.pt');
 

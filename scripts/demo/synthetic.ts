@@ -5,10 +5,6 @@
  * as much as by colour. Everything is a pure function of the seed (a small seeded PRNG, no LibTorch RNG).
  */
 
-import { mulberry32 } from '../prng';
-
-export { mulberry32 };
-
 export const CLASS_NAMES = ['background', 'blob', 'line', 'square', 'cross'] as const;
 export const NUM_CLASSES = CLASS_NAMES.length;
 export const SIZE = 64;

@@ -6,19 +6,19 @@
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { cuda } from '../../lib';
-import { buildGrid } from './grid';
+import { buildGrid } from '../../test/parity/grid';
 import {
   CaseReport,
   DEFAULT_CASES,
   DEFAULT_SEED,
   compareCase,
-  findPython,
   formatSummary,
   fusedStatus,
   runReference,
   skipReason,
   summarize,
-} from './harness';
+} from '../../test/parity/harness';
+import { findTorchPython } from '../../test/helpers/torch-python';
 
 function positiveInteger(value: string): number {
   const n = Number(value);
@@ -67,7 +67,7 @@ function main(): number {
     console.error('parity: --device cuda, but this build of the addon sees no CUDA device');
     return 2;
   }
-  const python = findPython(options.python ?? process.env.PYTHON);
+  const python = findTorchPython(options.python ?? process.env.PYTHON);
   if (python.path === null) {
     console.error(`parity: ${python.reason}`);
     return 2;

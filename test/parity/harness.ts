@@ -1,6 +1,6 @@
 /**
- * What the parity jest suites and `npm run parity` share: finding a Python with PyTorch, running the whole grid
- * through scripts/parity/reference.py in one process, running a case on the addon, and comparing the two.
+ * What the parity jest suites and `npm run parity` share: running the whole grid
+ * through test/parity/reference.py in one process, running a case on the addon, and comparing the two.
  */
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
@@ -16,7 +16,6 @@ import {
   tidy,
 } from '../../lib';
 import type { BootstrappedResult, DType, Reduction, Warmup } from '../../lib';
-import { findTorchPython } from '../../test/helpers/torch-python';
 import { CaseData, CaseSpec, ParityCase, TensorData, WarmupSpec, caseName, customWarmup } from './grid';
 
 export const REFERENCE_SCRIPT = path.join(__dirname, 'reference.py');
@@ -30,23 +29,6 @@ export const TIE_GAP: Record<CaseSpec['dtype'], number> = { float64: 1e-13, floa
 /** Default grid of the live suite and of `npm run parity`. */
 export const DEFAULT_SEED = 20240604;
 export const DEFAULT_CASES = 320;
-
-// ---------------------------------------------------------------------------------------------------------------
-// Python
-
-export interface PythonChoice {
-  /** The interpreter, or null when none imports torch. */
-  path: string | null;
-  torchVersion?: string;
-  /** Why no interpreter was chosen (every candidate and its error). */
-  reason: string;
-}
-
-/** The Python whose torch is the version of the addon's LibTorch (test/helpers/torch-python.ts). */
-export function findPython(explicit = process.env.PYTHON): PythonChoice {
-  const found = findTorchPython(explicit);
-  return { path: found.path, torchVersion: found.torchVersion, reason: found.reason };
-}
 
 /** What reference.py returns for one case. */
 export interface ExpectedResult {

@@ -3,7 +3,7 @@
 Usage: python reference.py BATCH.json RESULT.json
 
 BATCH.json: {"device": "cpu" | "cuda", "cases": [{"spec": {...}, "data": {...}}, ...]} as written by
-scripts/parity/grid.ts. For every case this computes, with plain PyTorch ops, the loss that the package's
+test/parity/grid.ts. For every case this computes, with plain PyTorch ops, the loss that the package's
 documented semantics define (cpp/loss/bootstrapped_ce.h, docs: loss-semantics) and the gradient with respect to
 the input; and, where they agree with those semantics, the two seed implementations users port from (STCN's
 BootstrappedCE and the functional bootstrapped_cross_entropy). The whole grid runs in this one process.

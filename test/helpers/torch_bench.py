@@ -23,7 +23,7 @@ do not require grad. "fwdbwd": a fresh leaf (logits.detach().requires_grad_(), n
 forward + loss.backward(); the gradient is a fresh tensor each time, as in a training step with
 zero_grad(set_to_none=True). On CUDA, torch.cuda.synchronize() before starting and before stopping the clock.
 
-Run stand-alone for a smoke test:  /usr/bin/python3 scripts/bench/torch_bench.py --selftest
+Run stand-alone for a smoke test:  /usr/bin/python3 test/helpers/torch_bench.py --selftest
 """
 import gc
 import json

@@ -1,8 +1,8 @@
-import { mulberry32 } from '../prng';
+import { mulberry32 } from '../helpers/prng';
 /**
  * The parity grid: seeded random loss configurations and their input data, generated in JavaScript only (no
  * LibTorch RNG), so that the jest suites, `npm run parity` and the golden-file generator see the same cases.
- * Everything here is plain JSON, which is also what scripts/parity/reference.py reads.
+ * Everything here is plain JSON, which is also what test/parity/reference.py reads.
  */
 
 export type LossKind = 'ce' | 'bce' | 'bceLogits';

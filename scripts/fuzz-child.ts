@@ -11,14 +11,15 @@
 import * as path from 'path';
 import { native, NativeHandle } from '../lib/native';
 import { mulberry32 } from '../test/helpers/prng';
+import { NumberParser, nonNegativeInteger, positiveInteger } from './cli-numbers';
 
 const args = process.argv.slice(2);
-const flag = (name: string, fallback: number): number => {
+const flag = (name: string, parse: NumberParser, fallback: number): number => {
   const i = args.indexOf(name);
-  return i >= 0 ? Number(args[i + 1]) : fallback;
+  return i >= 0 ? parse(args[i + 1] ?? '') : fallback;
 };
-const seed = flag('--seed', 12345);
-const totalCalls = flag('--calls', 12000);
+const seed = flag('--seed', nonNegativeInteger('--seed'), 12345);
+const totalCalls = flag('--calls', positiveInteger('--calls'), 12000);
 
 const random = mulberry32(seed);
 const int = (n: number): number => Math.floor(random() * n);

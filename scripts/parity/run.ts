@@ -4,7 +4,8 @@
  * Prints the number of cases and the worst relative error of loss and gradient per dtype, device and impl;
  * exits 1 when a case fails, 2 when it cannot run (no PyTorch, no CUDA).
  */
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
+import { nonNegativeInteger, positiveInteger } from '../cli-numbers';
 import { cuda } from '../../lib';
 import { buildGrid } from '../../test/parity/grid';
 import {
@@ -19,18 +20,6 @@ import {
   summarize,
 } from '../../test/parity/harness';
 import { findTorchPython } from '../../test/helpers/torch-python';
-
-function positiveInteger(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
-  return n;
-}
-
-function nonNegativeInteger(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a non-negative integer');
-  return n;
-}
 
 interface CliOptions {
   device: string;
@@ -47,10 +36,10 @@ function parseArgs(argv: string[]): CliOptions {
     .option(
       '--cases <n>',
       'number of grid configurations (impl fused copies come on top)',
-      positiveInteger,
+      positiveInteger('--cases'),
       DEFAULT_CASES,
     )
-    .option('--seed <s>', 'grid seed', nonNegativeInteger, DEFAULT_SEED)
+    .option('--seed <s>', 'grid seed', nonNegativeInteger('--seed'), DEFAULT_SEED)
     .option('--python <path>', 'Python with PyTorch (default: $PYTHON, /usr/bin/python3, python3)')
     .option('--verbose', 'list every case', false)
     .parse(argv)

@@ -10,6 +10,7 @@
  */
 import { Command, Option } from 'commander';
 import * as bce from '../../lib';
+import { mulberry32 } from '../../test/helpers/prng';
 import { fraction, positiveInteger, shape as shapeOption } from '../cli-numbers';
 
 const options = new Command()
@@ -38,8 +39,7 @@ bce.setNumThreads(threads);
 function banded(): { x: bce.Tensor; y: bce.Tensor } {
   const logits = new Float32Array(N * C * H * W);
   const labels = new BigInt64Array(N * H * W);
-  let state = 12345;
-  const uniform = () => (state = (Math.imul(state, 1103515245) + 12345) >>> 0) / 4294967296;
+  const uniform = mulberry32(12345);
   for (let i = 0; i < logits.length; i++) logits[i] = (uniform() + uniform() + uniform() - 1.5) * 0.8;
   for (let n = 0; n < N; n++) {
     for (let h = 0; h < H; h++) {

@@ -1,6 +1,8 @@
 /**
- * mulberry32: a small, fast, seeded 32-bit PRNG returning floats in [0, 1). Used wherever test data, parity
- * grids or the demo's synthetic images must be reproducible across platforms without LibTorch's RNG.
+ * mulberry32: a small, fast, seeded 32-bit PRNG returning floats in [0, 1). The project's one PRNG, used wherever
+ * data must be reproducible across platforms without LibTorch's RNG: the tests' data, the parity grid (whose
+ * golden file depends on its sequence), the fuzzer's arguments, the demo's synthetic images and the clustered
+ * benchmark's logits. Scripts import it from here.
  */
 export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;

@@ -1,5 +1,5 @@
 /**
- * Live parity with PyTorch: the seeded grid (test/parity/grid.ts) through the addon and through
+ * Live parity with PyTorch: the parity grid drawn from a fixed PRNG seed (test/parity/grid.ts) through the addon and through
  * test/parity/reference.py (one Python process for the whole grid), loss and input gradient compared per case.
  * The Python is the one whose torch is the addon's LibTorch version (test/helpers/torch-python.ts).
  * Skipped, with the reason printed, where no Python has it; test/parity-golden.test.ts still runs there.

@@ -22,7 +22,7 @@ function main(): number {
     torch: reference.torch,
     grid: GOLDEN_GRID,
     cases: cases.map((c) => {
-      const { grad, seeds: _seeds, ...expected } = reference.results.get(c.spec.id)!;
+      const { grad, existingImpls: _existingImpls, ...expected } = reference.results.get(c.spec.id)!;
       return { ...c, expected: { ...expected, gradChecksums: gradChecksums(grad ?? []) } };
     }),
   };

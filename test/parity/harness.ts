@@ -42,8 +42,11 @@ export interface ExpectedResult {
   nValid: number;
   /** Gap between the k-th and (k+1)-th loss relative to the largest; null when every valid element is kept. */
   tieGap: number | null;
-  /** The seed implementations, where they agree with the documented semantics. */
-  seeds?: { stcn?: { loss: number[]; grad: number[] }; functional?: { loss: number[]; grad: number[] } };
+  /**
+   * The existing PyTorch implementations, where they agree with the documented semantics: STCN's BootstrappedCE
+   * (`stcn`) and the functional `bootstrapped_cross_entropy` (`functional`).
+   */
+  existingImpls?: { stcn?: { loss: number[]; grad: number[] }; functional?: { loss: number[]; grad: number[] } };
 }
 
 export interface ReferenceRun {
@@ -238,12 +241,15 @@ export interface CaseReport {
   lossError: number;
   /** null when the gradient was not compared (selection ambiguous at the k-th place). */
   gradError: number | null;
-  /** Worst error against the seed implementations that apply, by name. */
-  seedErrors: Record<string, { loss: number; grad: number }>;
+  /** Worst error against the existing implementations that apply (`ExpectedResult.existingImpls`), by name. */
+  existingImplErrors: Record<string, { loss: number; grad: number }>;
   failures: string[];
 }
 
-/** Compares the addon's result with PyTorch's: loss, gradient, p, k, the pool size; and with the seeds. */
+/**
+ * Compares the addon's result with PyTorch's: loss, gradient, p, k, the pool size; and with the existing
+ * implementations.
+ */
 export function compareCase(c: ParityCase, device: string, expected: ExpectedResult | undefined): CaseReport {
   const report: CaseReport = {
     spec: c.spec,
@@ -251,7 +257,7 @@ export function compareCase(c: ParityCase, device: string, expected: ExpectedRes
     device,
     lossError: NaN,
     gradError: null,
-    seedErrors: {},
+    existingImplErrors: {},
     failures: [],
   };
   if (!expected) {
@@ -289,16 +295,16 @@ export function compareCase(c: ParityCase, device: string, expected: ExpectedRes
     report.failures.push(`p: got ${actual.p}, expected ${expected.p}`);
   }
   if (c.spec.impl === 'fused' && !actual.fused) report.failures.push("impl 'fused' did not run the fused kernel");
-  for (const [seed, result] of Object.entries(expected.seeds ?? {})) {
+  for (const [name, result] of Object.entries(expected.existingImpls ?? {})) {
     if (!result) continue;
     const errors = {
       loss: relativeError(actual.loss, result.loss),
       grad: compareGrad ? relativeError(actual.grad, result.grad) : 0,
     };
-    report.seedErrors[seed] = errors;
+    report.existingImplErrors[name] = errors;
     if (!(errors.loss <= tolerance && errors.grad <= tolerance)) {
       report.failures.push(
-        `${seed} seed implementation: loss error ${errors.loss.toExponential(2)}, grad error ${errors.grad.toExponential(2)}`,
+        `${name} implementation: loss error ${errors.loss.toExponential(2)}, grad error ${errors.grad.toExponential(2)}`,
       );
     }
   }
@@ -376,7 +382,7 @@ export interface SummaryRow {
   gradSkipped: number;
 }
 
-/** Worst errors per dtype, device and impl (and per seed implementation). */
+/** Worst errors per dtype, device and impl (and per existing implementation). */
 export function summarize(reports: CaseReport[]): SummaryRow[] {
   const rows = new Map<string, SummaryRow>();
   const add = (group: string, report: CaseReport, loss: number, grad: number | null) => {
@@ -392,8 +398,8 @@ export function summarize(reports: CaseReport[]): SummaryRow[] {
     const impl = r.spec.loss === 'ce' ? r.spec.impl : `${r.spec.loss} (reference)`;
     add(`${r.spec.dtype} ${r.device}`, r, r.lossError, r.gradError);
     add(`${r.spec.dtype} ${r.device} impl=${impl}`, r, r.lossError, r.gradError);
-    for (const [seed, e] of Object.entries(r.seedErrors))
-      add(`${r.spec.dtype} ${r.device} vs seed ${seed}`, r, e.loss, e.grad);
+    for (const [name, e] of Object.entries(r.existingImplErrors))
+      add(`${r.spec.dtype} ${r.device} vs ${name}`, r, e.loss, e.grad);
   }
   return [...rows.values()].sort((a, b) => a.group.localeCompare(b.group));
 }

@@ -5,32 +5,9 @@
  */
 import * as fs from 'fs';
 import { inspect } from 'util';
-import { native, NativeHandle } from './native';
+import { native, NativeHandle, NativeModule } from './native';
 import { Tensor, checkCudaAvailable, checkTensor, noteDeviceMove } from './tensor';
 import { checkBoolean, checkDevice, checkOptions, describe, optionNames } from './validate';
-
-/** Methods of the native ModuleHandle (cpp/objects/module_handle.cc). */
-interface NativeModule {
-  forward(...inputs: NativeHandle[]): unknown;
-  parameters(): NativeHandle[];
-  namedParameters(): [string, NativeHandle][];
-  train(on: boolean): void;
-  eval(): void;
-  isTraining(): boolean;
-  to(device: string): void;
-  save(path: string): void;
-  dispose(): void;
-  isDisposed(): boolean;
-}
-
-/** The addon's training entry points (cpp/objects/module_handle.cc, cpp/objects/optimizer_handle.cc). */
-export interface NativeTraining {
-  ModuleHandle: { load(path: string, device?: string): NativeModule };
-  noGrad<T>(fn: () => T): T;
-  isGradEnabled(): boolean;
-}
-
-const training = native as unknown as NativeTraining;
 
 /** What `forward` may return: a Tensor, or TorchScript tuples/lists (arrays), dicts (objects) and scalars. */
 export type ModuleOutput = Tensor | number | boolean | string | null | ModuleOutput[] | { [key: string]: ModuleOutput };
@@ -159,7 +136,7 @@ export function load(path: string, options?: LoadOptions): Module {
   const device = o.device === undefined ? 'cpu' : checkDevice(o.device, 'device');
   checkCudaAvailable(device);
   if (!fs.existsSync(path)) throw new Error(`path: no such file '${path}'`);
-  return new Module(training.ModuleHandle.load(path, device));
+  return new Module(native.ModuleHandle.load(path, device));
 }
 
 /**
@@ -168,7 +145,7 @@ export function load(path: string, options?: LoadOptions): Module {
  */
 export function noGrad<T>(fn: () => T): T {
   if (typeof fn !== 'function') throw new TypeError(`fn must be a function, got ${describe(fn)}`);
-  const result = training.noGrad(fn);
+  const result = native.noGrad(fn);
   if (result !== null && typeof (result as { then?: unknown })?.then === 'function') {
     throw new TypeError(
       'noGrad(fn) needs a synchronous fn: it returned a Promise, whose work would run with gradients on',
@@ -179,5 +156,5 @@ export function noGrad<T>(fn: () => T): T {
 
 /** Whether autograd currently records operations (false inside `noGrad`). */
 export function isGradEnabled(): boolean {
-  return training.isGradEnabled();
+  return native.isGradEnabled();
 }

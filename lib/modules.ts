@@ -18,8 +18,9 @@ export interface BootstrappedCrossEntropyState {
 }
 
 /**
- * Bootstrapped cross-entropy that counts its own iterations, like the seed's `_WeightedLoss` subclass: the
- * first forward() is iteration 0, the next 1, ...
+ * Bootstrapped cross-entropy that counts its own iterations, like the PyTorch module form of the functional
+ * `bootstrapped_cross_entropy` (a `_WeightedLoss` subclass that counts its calls): the first forward() is
+ * iteration 0, the next 1, ...
  */
 export class BootstrappedCrossEntropy {
   readonly p: number;

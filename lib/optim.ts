@@ -7,28 +7,9 @@
  */
 import { inspect } from 'util';
 import { isFloating } from './dtype';
-import { native, NativeHandle } from './native';
+import { native, NativeHandle, NativeOptimizer, NativeOptimizerKind, NativeOptimizerSettings } from './native';
 import { Tensor, checkTensor, isTensor } from './tensor';
 import { checkBoolean, checkInteger, checkNumber, checkOptions, describe, optionNames, sameShape } from './validate';
-
-/** Methods of the native OptimizerHandle (cpp/objects/optimizer_handle.cc). */
-interface NativeOptimizer {
-  step(): void;
-  zeroGrad(setToNone: boolean): void;
-  options(): Record<string, unknown>;
-  setOptions(options: Record<string, unknown>): void;
-  state(): (Record<string, NativeHandle | number> | null)[];
-  loadState(state: (Record<string, NativeHandle | number> | null)[]): void;
-  size(): number;
-}
-
-type Kind = 'sgd' | 'adam' | 'adamw';
-
-const NativeOptimizerClass = (
-  native as unknown as {
-    OptimizerHandle: new (kind: Kind, params: NativeHandle[], options: Record<string, unknown>) => NativeOptimizer;
-  }
-).OptimizerHandle;
 
 /** Options of `SGD` (PyTorch's `torch.optim.SGD`). */
 export interface SGDOptions {
@@ -81,7 +62,7 @@ export interface ParamState {
  * `toArray()` and rebuild them with `tensor(...)` for a checkpoint on disk.
  */
 export interface OptimizerStateDict {
-  kind: Kind;
+  kind: NativeOptimizerKind;
   options: Required<SGDOptions> | Required<AdamOptions>;
   state: (ParamState | null)[];
 }
@@ -185,12 +166,12 @@ export abstract class Optimizer {
   /** The parameters, in the order of the state dict's entries. */
   readonly params: readonly Tensor[];
   /** @internal */
-  protected abstract readonly kind: Kind;
+  protected abstract readonly kind: NativeOptimizerKind;
 
   /** @internal */
-  protected constructor(kind: Kind, params: Tensor[], options: Record<string, unknown>) {
+  protected constructor(kind: NativeOptimizerKind, params: Tensor[], options: NativeOptimizerSettings) {
     this.params = Object.freeze(params.slice());
-    this.native = new NativeOptimizerClass(
+    this.native = new native.OptimizerHandle(
       kind,
       params.map((p) => p.handle),
       options,
@@ -219,7 +200,7 @@ export abstract class Optimizer {
 
   /** The learning rate; settable, e.g. by a schedule between steps. */
   get lr(): number {
-    return this.native.options().lr as number;
+    return this.native.options().lr;
   }
 
   set lr(value: number) {
@@ -228,7 +209,7 @@ export abstract class Optimizer {
 
   /** The hyperparameters in effect. */
   get options(): Required<SGDOptions> | Required<AdamOptions> {
-    return this.native.options() as unknown as Required<SGDOptions> | Required<AdamOptions>;
+    return this.native.options();
   }
 
   /** A snapshot of the hyperparameters and the per-parameter state (copies), for `loadStateDict`. */
@@ -284,7 +265,7 @@ export abstract class Optimizer {
       return out;
     });
     this.native.loadState(entries);
-    this.native.setOptions(options as Record<string, unknown>);
+    this.native.setOptions(options);
   }
 }
 

@@ -14,11 +14,15 @@ export interface WarmupSchedule {
   at(p: number, iteration: number): number;
 }
 
-/** A function `(p, iteration) => effective p`, as in the seed's functional API. */
+/**
+ * A function `(p, iteration) => effective p`, as the `warmup` callable of the functional PyTorch
+ * `bootstrapped_cross_entropy` takes it.
+ */
 export type WarmupFunction = (p: number, iteration: number) => number;
 
 /**
- * Warm-up: a number `w` (p = 1 while iteration < w, then p; the seed's integer warm-up), a function
+ * Warm-up: a number `w` (p = 1 while iteration < w, then p; the integer warm-up of the functional PyTorch
+ * `bootstrapped_cross_entropy`), a function
  * `(p, iteration) => p`, or a schedule from `schedules`.
  */
 export type Warmup = number | WarmupFunction | WarmupSchedule;

@@ -465,7 +465,7 @@ export function randint(low: number, high: number, shape: number[], options?: Te
   return finish(native.randint(low, high, checked, dtype, device), requiresGrad);
 }
 
-/** Seeds LibTorch's random generators (process-wide). */
+/** Sets the PRNG seed of LibTorch's random generators (process-wide). */
 export function manualSeed(seed: number): void {
   checkInteger(seed, 'seed', 0);
   native.manualSeed(seed);

@@ -10,26 +10,20 @@
  */
 import * as path from 'path';
 import { native, NativeHandle } from '../lib/native';
+import { mulberry32 } from '../test/helpers/prng';
+import { NumberParser, nonNegativeInteger, positiveInteger } from './cli-numbers';
 
 const args = process.argv.slice(2);
-const flag = (name: string, fallback: number): number => {
+const flag = (name: string, parse: NumberParser, fallback: number): number => {
   const i = args.indexOf(name);
-  return i >= 0 ? Number(args[i + 1]) : fallback;
+  return i >= 0 ? parse(args[i + 1] ?? '') : fallback;
 };
-const seed = flag('--seed', 12345);
-const totalCalls = flag('--calls', 12000);
+const seed = flag('--seed', nonNegativeInteger('--seed'), 12345);
+const totalCalls = flag('--calls', positiveInteger('--calls'), 12000);
 // --only NAME: call only that native function (e.g. callOperator), no TensorHandle methods.
 const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
 
-// mulberry32
-let state = seed >>> 0;
-function random(): number {
-  state = (state + 0x6d2b79f5) >>> 0;
-  let t = state;
-  t = Math.imul(t ^ (t >>> 15), t | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
+const random = mulberry32(seed);
 const int = (n: number): number => Math.floor(random() * n);
 const pick = <T>(items: readonly T[]): T => items[int(items.length)];
 const chance = (p: number): boolean => random() < p;
@@ -102,13 +96,7 @@ function typedArray(length: number): ArrayBufferView {
 function handle(): unknown {
   if (pool.length > 0 && chance(0.85)) return pick(pool);
   if (disposed.length > 0 && chance(0.5)) return pick(disposed);
-  return pick<unknown>([
-    {},
-    { handle: {} },
-    Object.create(null),
-    [],
-    new (native as unknown as { TensorHandle: new () => object }).TensorHandle(),
-  ]);
+  return pick<unknown>([{}, { handle: {} }, Object.create(null), [], new native.TensorHandle()]);
 }
 
 function anyValue(depth = 0): unknown {
@@ -410,28 +398,29 @@ function call(name: string, fn: () => unknown, schema?: unknown): void {
   }
 }
 
-const exportsOf = native as unknown as Record<string, unknown>;
+/** A native function or method as the fuzzer calls it: with arguments of any type. */
+type AnyFunction = (...a: unknown[]) => unknown;
+
+/** The methods of a native class's prototype, to call on any receiver with any arguments. */
+function untypedMethods(cls: { prototype: object }): Record<string, AnyFunction> {
+  return cls.prototype as Record<string, AnyFunction>;
+}
+
+const exportsOf: Record<string, unknown> = Object.fromEntries(Object.entries(native));
 const functions = Object.keys(exportsOf).filter((k) => typeof exportsOf[k] === 'function' && k !== 'TensorHandle');
 stats.unknownExports = functions.filter(
   (k) => !(k in generators) && !['cudaIsAvailable', 'cudaDeviceCount', 'getNumThreads', 'info', 'memory'].includes(k),
 );
-const TensorHandle = exportsOf.TensorHandle as unknown as {
-  new (): NativeHandle;
-  (): unknown;
-  prototype: Record<string, (...a: unknown[]) => unknown>;
-};
+const tensorMethods = untypedMethods(native.TensorHandle);
 
 // Seed the pool with a few valid tensors.
 for (let i = 0; i < 8; i++) keep(native.randn(smallShape(), 'float32', 'cpu'));
 
 // Native objects of the other classes, to call methods on receivers of the wrong kind (which must throw, never
 // crash): tensor methods on a module or an optimizer, and theirs on tensors.
-type NativeClass = { prototype: Record<string, (...a: unknown[]) => unknown>; load?: (...a: unknown[]) => unknown };
-const ModuleHandle = exportsOf.ModuleHandle as NativeClass;
-const OptimizerHandle = exportsOf.OptimizerHandle as unknown as NativeClass & { new (...a: unknown[]): object };
 const foreign: object[] = [
-  ModuleHandle.load!(path.join(__dirname, '..', 'models', 'segnet.pt')) as object,
-  new OptimizerHandle('sgd', [native.randn([2], 'float32', 'cpu')], {
+  native.ModuleHandle.load(path.join(__dirname, '..', 'models', 'segnet.pt')),
+  new native.OptimizerHandle('sgd', [native.randn([2], 'float32', 'cpu')], {
     lr: 0.1,
     momentum: 0,
     dampening: 0,
@@ -439,15 +428,15 @@ const foreign: object[] = [
     nesterov: false,
   }),
 ];
-const foreignMethods = [ModuleHandle, OptimizerHandle].flatMap((cls) =>
+const foreignMethods = [native.ModuleHandle, native.OptimizerHandle].flatMap((cls) =>
   Object.getOwnPropertyNames(cls.prototype)
     .filter((name) => name !== 'constructor')
-    .map((name) => ({ name, fn: cls.prototype[name] })),
+    .map((name) => ({ name, fn: untypedMethods(cls)[name] })),
 );
 
 for (const [name, giantArgs] of GIANT) {
   try {
-    keepResult((exportsOf[name] as (...a: unknown[]) => unknown)(...giantArgs));
+    keepResult((exportsOf[name] as AnyFunction)(...giantArgs));
     stats.giant.push(`${name}: returned (unexpected)`);
   } catch (error) {
     stats.giant.push(
@@ -463,14 +452,14 @@ while (stats.calls < totalCalls) {
   const roll = random();
   if (roll < 0.45 || only !== undefined) {
     const name = only ?? pick(functions);
-    const fn = exportsOf[name] as (...a: unknown[]) => unknown;
+    const fn = exportsOf[name] as AnyFunction;
     const argList = generators[name] ? generators[name]() : Array.from({ length: int(5) }, () => anyValue());
     call(name, () => fn(...argList), name === 'callOperator' ? argList[0] : undefined);
   } else if (roll < 0.95) {
     const method = pick(Object.keys(METHODS));
     const target = chance(0.1) ? pick(foreign) : chance(0.93) ? handle() : anyValue();
     const argList = METHODS[method]();
-    call(`TensorHandle.${method}`, () => TensorHandle.prototype[method].apply(target, argList));
+    call(`TensorHandle.${method}`, () => tensorMethods[method].apply(target, argList));
   } else if (roll < 0.97) {
     // A module's or optimizer's method on a tensor handle or anything else.
     const { name, fn } = pick(foreignMethods);
@@ -482,7 +471,9 @@ while (stats.calls < totalCalls) {
     );
   } else {
     // The constructor itself, with and without new.
-    call('TensorHandle()', () => (chance(0.5) ? new TensorHandle() : TensorHandle()));
+    call('TensorHandle()', () =>
+      chance(0.5) ? new native.TensorHandle() : Reflect.apply(native.TensorHandle, undefined, []),
+    );
   }
 }
 

@@ -4,7 +4,7 @@
 // prebuildify (Node-API, stripped), building through cmake-js (scripts/prebuild-node-gyp.js stands in for
 // node-gyp). prebuilds/<platform>-<arch>/libtorch.json lists them: for each, the LibTorch it was built against
 // (version, CPU or CUDA and which CUDA, C++11 ABI or not, folders) and the LibTorch libraries it needs at run time.
-// lib/native.ts checks those records against the LibTorch present before it loads a prebuild.
+// lib/prebuild-check.ts checks those records against the LibTorch present before it loads a prebuild.
 //
 // Which LibTorches: LIBTORCH or Torch_DIR when set (that one only); else Debian's libtorch-dev and the PyPI
 // torches that `BCE_TORCH=pypi bash scripts/setup` installed, each one present.
@@ -143,7 +143,7 @@ async function main() {
   fs.rmSync(folder, { recursive: true, force: true });
   const prebuilds = [];
   for (const libtorch of libtorchesPresent()) prebuilds.push(await buildFlavour(libtorch));
-  // One record for the folder: the loader tries the flavours in this order (lib/native.ts).
+  // One record for the folder: the loader tries the flavours in this order (lib/loader.ts).
   fs.writeFileSync(path.join(folder, 'libtorch.json'), `${JSON.stringify({ prebuilds }, null, 2)}\n`);
 }
 

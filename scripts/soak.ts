@@ -19,46 +19,45 @@
  */
 import * as v8 from 'v8';
 import * as vm from 'vm';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
+import { positiveInteger, positiveNumber } from './cli-numbers';
 import { bootstrappedCrossEntropy, memory, randint, randn, setNumThreads, trainStep } from '../lib';
-
-function positiveInt(value: string): number {
-  const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
-  return n;
-}
-
-function fraction(value: string): number {
-  const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number');
-  return n;
-}
 
 const program = new Command()
   .name('soak')
   .description('Leak check: create -> loss -> backward -> dispose, N times at 1x19x64x64')
-  .option('-n, --iterations <n>', 'iterations', positiveInt, 100000)
+  .option('-n, --iterations <n>', 'iterations', positiveInteger('--iterations'), 100000)
   .option('--gc', 'never call dispose(); rely on the garbage collector', false)
   .option(
     '--train-step',
     'never call dispose(); scope each step with trainStep() instead (use with a large --yield-every for a synchronous loop)',
     false,
   )
-  .option('--report-every <n>', 'print RSS and memory() every n iterations', positiveInt, 10000)
+  .option('--report-every <n>', 'print RSS and memory() every n iterations', positiveInteger('--report-every'), 10000)
   .option(
     '--warmup <n>',
     'iterations before the RSS baseline is taken (default: 10% of the run, at most 10000)',
-    positiveInt,
+    positiveInteger('--warmup'),
   )
-  .option('--max-growth <fraction>', 'dispose mode: allowed RSS growth after warm-up', fraction, 0.05)
-  .option('--max-gc-growth <fraction>', '--gc mode: allowed max RSS above the post-warm-up RSS', fraction, 0.5)
+  .option(
+    '--max-growth <fraction>',
+    'dispose mode: allowed RSS growth after warm-up',
+    positiveNumber('--max-growth'),
+    0.05,
+  )
+  .option(
+    '--max-gc-growth <fraction>',
+    '--gc mode: allowed max RSS above the post-warm-up RSS',
+    positiveNumber('--max-gc-growth'),
+    0.5,
+  )
   .option(
     '--yield-every <n>',
     'await a macrotask every n iterations, as a loop awaiting its data does (native finalizers run there)',
-    positiveInt,
+    positiveInteger('--yield-every'),
     1,
   )
-  .option('--threads <n>', 'LibTorch intra-op threads', positiveInt)
+  .option('--threads <n>', 'LibTorch intra-op threads', positiveInteger('--threads'))
   .option('--json', 'print the result as JSON on the last line', false);
 
 interface Options {

@@ -1,5 +1,5 @@
 /**
- * The benchmark's CPU pinning (scripts/bench/torch_bench.py, cmd "pin"): every thread of the Node process and of
+ * The benchmark's CPU pinning (test/helpers/torch_bench.py, cmd "pin", as scripts/bench/main.ts uses it): every thread of the Node process and of
  * the PyTorch worker goes on the same first t CPUs for a t-thread workload, and back on all of them for the memory
  * probes. Checked on a throwaway Node process (never on the jest worker itself) by reading each thread's
  * Cpus_allowed_list. Skipped, with the reason
@@ -8,9 +8,10 @@
 import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
-import { PythonWorker, findPython } from '../scripts/bench/python';
+import { findTorchPython } from './helpers/torch-python';
+import { PythonWorker } from './helpers/torch-worker';
 
-const python = process.platform === 'linux' ? findPython().python : undefined;
+const python = process.platform === 'linux' ? (findTorchPython().path ?? undefined) : undefined;
 const skip =
   process.platform !== 'linux'
     ? 'not Linux (pinning uses sched_setaffinity)'

@@ -7,7 +7,8 @@ import { spawnSync } from 'child_process';
 import * as path from 'path';
 import * as bce from '../lib';
 import { FusedRun, fusedCases, perPixelLosses, runCase } from './helpers/fused-cases';
-import { keepCount, pixelLosses, prng } from './helpers/reference';
+import { mulberry32 } from './helpers/prng';
+import { keepCount, pixelLosses } from './helpers/reference';
 
 const IGNORE = 255;
 
@@ -79,7 +80,7 @@ function randomCase(
   ignored: number,
   weight?: number[],
 ): Case {
-  const random = prng(seed);
+  const random = mulberry32(seed);
   const logits = Array.from({ length: N }, () =>
     Array.from({ length: C }, () => Array.from({ length: S }, () => Math.fround(draw(random)))),
   );
@@ -180,7 +181,7 @@ describe('fused kernel, histogram select (pools of 65,536 pixels and more)', () 
     // Every pixel copies one of 6 templates (a logit column and a label): 6 distinct losses, each shared,
     // bit for bit, by about 11,000 pixels. (Logits such as 0/1 would not do: (1, 0, 0) and (0, 0, 1) give the
     // same loss mathematically but sums of exps added in another order, one float32 ulp apart.)
-    const random = prng(22);
+    const random = mulberry32(22);
     const C = 3;
     const S = 70000;
     const templates = Array.from({ length: 6 }, () => ({
@@ -238,7 +239,7 @@ describe('fused kernel, histogram select (pools of 65,536 pixels and more)', () 
     // per variant, pixel 300 has a NaN logit or pixel 400 a +inf one (NaN loss, selected first, as in PyTorch).
     // In the last variant every logit is finite but two -inf ones below a finite maximum (pixel 200 made finite;
     // pixel 500 selected with a -inf logit): backward then skips its look for non-finite logits.
-    const random = prng(25);
+    const random = mulberry32(25);
     const C = 4;
     const S = 4096;
     const base = Array.from({ length: C }, () => Array.from({ length: S }, () => Math.fround(random() * 6 - 3)));

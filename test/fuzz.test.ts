@@ -1,7 +1,7 @@
 /**
  * Fuzz: a child process (scripts/fuzz-child.ts) calls every native entry point and TensorHandle method with
  * seeded random arguments. A crash (signal, abort, non-zero exit) fails this test instead of killing jest.
- * FUZZ_SEED and FUZZ_CALLS override the seed and the number of calls.
+ * FUZZ_SEED and FUZZ_CALLS override the fuzzer's PRNG seed and the number of calls.
  */
 import { spawnSync } from 'child_process';
 import * as path from 'path';

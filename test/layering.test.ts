@@ -1,12 +1,14 @@
 /**
- * The layering rule (CONTRIBUTING.md, "Architecture"): the loss core (cpp/loss/) and the process-wide runtime
+ * The layering rules (CONTRIBUTING.md, "Architecture"): the loss core (cpp/loss/) and the process-wide runtime
  * (cpp/runtime/) are plain LibTorch and never see N-API, so that they can be used and tested without Node; and
- * they include nothing from the layers above them (cpp/napi/, cpp/objects/, cpp/functions/).
+ * they include nothing from the layers above them (cpp/napi/, cpp/objects/, cpp/functions/). On the TypeScript
+ * side, scripts may import test helpers but the tests import nothing from scripts/.
  */
 import * as fs from 'fs';
 import * as path from 'path';
 
-const cpp = path.resolve(__dirname, '..', 'cpp');
+const root = path.resolve(__dirname, '..');
+const cpp = path.join(root, 'cpp');
 
 function sources(dir: string): string[] {
   return fs.readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
@@ -60,4 +62,45 @@ test('every source lives in a layer folder', () => {
     .map((entry) => entry.name)
     .sort();
   expect(folders).toEqual([...lowerLayers, ...upperLayers].sort());
+});
+
+/** The TypeScript and JavaScript files under `dir`, recursively. */
+function scriptFiles(dir: string): string[] {
+  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
+    const file = path.join(dir, entry.name);
+    if (entry.isDirectory()) return scriptFiles(file);
+    return /\.(ts|js|mjs|cjs)$/.test(entry.name) ? [file] : [];
+  });
+}
+
+/** The relative module specifiers a file imports, exports from or requires, resolved to absolute paths. */
+function relativeImports(file: string): string[] {
+  const text = fs.readFileSync(file, 'utf8');
+  const specifiers = [
+    ...text.matchAll(/\b(?:import|export)\b[^'"`;]*?\bfrom\s*['"]([^'"]+)['"]/g),
+    ...text.matchAll(/\bimport\s*['"]([^'"]+)['"]/g),
+    ...text.matchAll(/\b(?:require|import)\s*\(\s*['"]([^'"]+)['"]\s*\)/g),
+  ].map((m) => m[1]);
+  return specifiers.filter((s) => s.startsWith('.')).map((s) => path.resolve(path.dirname(file), s));
+}
+
+describe('test/', () => {
+  const files = scriptFiles(path.join(root, 'test'));
+  const scripts = path.join(root, 'scripts');
+
+  test('the import scan sees the relative imports', () => {
+    const own = relativeImports(__filename);
+    expect(own).toEqual([]);
+    const parity = relativeImports(path.join(root, 'test', 'parity.test.ts'));
+    expect(parity).toEqual(expect.arrayContaining([path.join(root, 'test', 'parity', 'grid'), path.join(root, 'lib')]));
+  });
+
+  test('imports nothing from scripts/', () => {
+    const offenders = files.flatMap((file) =>
+      relativeImports(file)
+        .filter((target) => target === scripts || target.startsWith(`${scripts}${path.sep}`))
+        .map((target) => `${path.relative(root, file)} -> ${path.relative(root, target)}`),
+    );
+    expect(offenders).toEqual([]);
+  });
 });

@@ -3,7 +3,8 @@
  * in float64 so that agreement is to ~1e-12.
  */
 import * as bce from '../lib';
-import { keepCount, maxAbsDiff, pixelLosses, prng, randomLogits, topkIndices, logSoftmax } from './helpers/reference';
+import { mulberry32 } from './helpers/prng';
+import { keepCount, maxAbsDiff, pixelLosses, randomLogits, topkIndices, logSoftmax } from './helpers/reference';
 
 const TOL = 1e-12;
 
@@ -38,7 +39,7 @@ function expectedBatch(losses: number[][], target: number[][], p: number, weight
 
 describe('pool and k (rules 1-2)', () => {
   test('ignored pixels stay out of the pool and the count', () => {
-    const random = prng(1);
+    const random = mulberry32(1);
     const logits = randomLogits(random, 2, 4, 10);
     const target = randomTarget(random, 2, 10, 4, 0.3);
     const { input, target: t } = make(logits, target);
@@ -51,7 +52,7 @@ describe('pool and k (rules 1-2)', () => {
   });
 
   test('k is at least 1 when p * nValid < 1', () => {
-    const logits = randomLogits(prng(2), 1, 3, 5);
+    const logits = randomLogits(mulberry32(2), 1, 3, 5);
     const target = [[0, 1, 2, 1, 0]];
     const { input, target: t } = make(logits, target);
     const result = bce.bootstrappedCrossEntropyWithStats(input, t, 0, 0.01);
@@ -61,7 +62,7 @@ describe('pool and k (rules 1-2)', () => {
   });
 
   test('float error does not drop a pixel: p = 0.29 of 100 keeps 29 (Python int() gives 28)', () => {
-    const random = prng(3);
+    const random = mulberry32(3);
     const logits = randomLogits(random, 1, 2, 100);
     const target = randomTarget(random, 1, 100, 2);
     const { input, target: t } = make(logits, target);
@@ -92,7 +93,7 @@ describe('pool and k (rules 1-2)', () => {
 });
 
 describe('reductions (rule 3)', () => {
-  const random = prng(4);
+  const random = mulberry32(4);
   const logits = randomLogits(random, 2, 5, 12);
   const target = randomTarget(random, 2, 12, 5, 0.25);
   const weight = [0.5, 2, 1, 3, 0.25];
@@ -153,7 +154,7 @@ describe('reductions (rule 3)', () => {
 });
 
 describe('warm-up (rule 4) and continuity', () => {
-  const random = prng(5);
+  const random = mulberry32(5);
   const logits = randomLogits(random, 2, 3, 16);
   const target = randomTarget(random, 2, 16, 3, 0.2);
 
@@ -200,7 +201,7 @@ describe('warm-up (rule 4) and continuity', () => {
 
 describe('no valid element (rule 5)', () => {
   test('all ignored: loss 0 connected to the graph, zero gradients, never NaN', () => {
-    const logits = randomLogits(prng(6), 2, 3, 4);
+    const logits = randomLogits(mulberry32(6), 2, 3, 4);
     const target = [
       [-100, -100, -100, -100],
       [-100, -100, -100, -100],
@@ -233,7 +234,7 @@ describe('no valid element (rule 5)', () => {
 
 describe('perSample (rule 7)', () => {
   test('k per sample, weighted mean per sample, samples without valid pixels left out', () => {
-    const random = prng(7);
+    const random = mulberry32(7);
     const logits = randomLogits(random, 3, 4, 10);
     const target = randomTarget(random, 3, 10, 4, 0.3);
     target[1] = new Array(10).fill(-100);
@@ -254,7 +255,7 @@ describe('perSample (rule 7)', () => {
 
 describe('gradients (rule 6)', () => {
   test('flow only into the selected pixels, with (softmax - onehot) * w / denominator', () => {
-    const random = prng(8);
+    const random = mulberry32(8);
     const logits = randomLogits(random, 1, 3, 6);
     const target = [[0, 2, 1, -100, 2, 0]];
     const weight = [1, 2, 3];
@@ -278,7 +279,7 @@ describe('gradients (rule 6)', () => {
 
 describe('which arguments autograd follows', () => {
   test('no argument needs a gradient: no graph, and the loss still works with autograd later', () => {
-    const random = prng(31);
+    const random = mulberry32(31);
     const logits = randomLogits(random, 1, 3, 6);
     const target = [[0, 2, 1, -100, 2, 0]];
     const { input, target: t } = make(logits, target, false);
@@ -295,7 +296,7 @@ describe('which arguments autograd follows', () => {
   });
 
   test('class weights that require grad are refused, as PyTorch refuses them, although the input does not', () => {
-    const { input, target: t } = make(randomLogits(prng(32), 1, 3, 6), [[0, 2, 1, -100, 2, 0]], false);
+    const { input, target: t } = make(randomLogits(mulberry32(32), 1, 3, 6), [[0, 2, 1, -100, 2, 0]], false);
     const w = bce.tensor([1, 2, 3], { dtype: 'float64', requiresGrad: true });
     // LibTorch's nll_loss has no derivative for its weight; skipping autograd here would hide that.
     expect(() => bce.bootstrappedCrossEntropy(input, t, 0, 0.5, { weight: w, impl: 'reference' })).toThrow(
@@ -312,7 +313,7 @@ describe('which arguments autograd follows', () => {
   });
 
   test('probability targets that require grad get -log_softmax / k, the input not requiring it', () => {
-    const random = prng(33);
+    const random = mulberry32(33);
     const logits = randomLogits(random, 1, 3, 4);
     const probs = Array.from({ length: 3 }, () => Array.from({ length: 4 }, () => 1 / 3));
     const input = bce.tensor(logits.flat(2), { shape: [1, 3, 4], dtype: 'float64' });
@@ -328,7 +329,7 @@ describe('which arguments autograd follows', () => {
 
 describe('probability targets and label smoothing (rule 7)', () => {
   test('probability targets: -sum t log p, mean over k', () => {
-    const random = prng(9);
+    const random = mulberry32(9);
     const logits = randomLogits(random, 2, 3, 5);
     const probs = Array.from({ length: 2 }, () => {
       const raw = Array.from({ length: 3 }, () => Array.from({ length: 5 }, () => random()));
@@ -351,7 +352,7 @@ describe('probability targets and label smoothing (rule 7)', () => {
   });
 
   test('label smoothing per pixel follows PyTorch', () => {
-    const random = prng(10);
+    const random = mulberry32(10);
     const logits = randomLogits(random, 1, 4, 8);
     const target = randomTarget(random, 1, 8, 4);
     const { input, target: t } = make(logits, target);
@@ -364,7 +365,7 @@ describe('probability targets and label smoothing (rule 7)', () => {
 
 describe('implementations', () => {
   test("'auto' picks the fused CPU kernel for float32 class-index targets, and it agrees with 'reference'", () => {
-    const random = prng(15);
+    const random = mulberry32(15);
     const logits = randomLogits(random, 2, 19, 64);
     const target = randomTarget(random, 2, 64, 19, 0.2);
     const input = bce.tensor(logits.flat(2), { shape: [2, 19, 64], dtype: 'float32', requiresGrad: true });
@@ -394,7 +395,7 @@ describe('implementations', () => {
 
 describe('shapes and dtypes (rule 8)', () => {
   test('(N, C) inputs and float32; int32 and uint8 label maps', () => {
-    const random = prng(11);
+    const random = mulberry32(11);
     const logits = randomLogits(random, 6, 4, 1);
     const target = randomTarget(random, 6, 1, 4);
     const flatLogits = logits.map((sample) => sample.map((row) => row[0]));
@@ -408,7 +409,7 @@ describe('shapes and dtypes (rule 8)', () => {
 });
 
 describe('binary variants', () => {
-  const random = prng(12);
+  const random = mulberry32(12);
   const probs = Array.from({ length: 12 }, () => 0.02 + 0.96 * random());
   const logits = Array.from({ length: 12 }, () => random() * 6 - 3);
   const gt = Array.from({ length: 12 }, () => (random() < 0.5 ? 0 : 1));
@@ -454,7 +455,7 @@ describe('binary variants', () => {
 });
 
 describe('class APIs', () => {
-  const random = prng(13);
+  const random = mulberry32(13);
   const logits = randomLogits(random, 2, 3, 20);
   const target = randomTarget(random, 2, 20, 3);
 
@@ -522,7 +523,7 @@ describe('schedules', () => {
 });
 
 describe('bad input gives named errors', () => {
-  const random = prng(14);
+  const random = mulberry32(14);
   const { input, target } = make(randomLogits(random, 2, 3, 4), randomTarget(random, 2, 4, 3));
   const errorOf = (fn: () => unknown): Error => {
     try {

@@ -3,9 +3,9 @@
  * (regenerate with `npm run parity:golden`). Inputs are explicit in the file; gradients are compared by checksum.
  */
 import * as fs from 'fs';
-import { caseName } from '../scripts/parity/grid';
-import { GOLDEN_PATH, GoldenFile } from '../scripts/parity/golden';
-import { CaseReport, compareCase, formatSummary, fusedStatus, skipReason, summarize } from '../scripts/parity/harness';
+import { caseName } from './parity/grid';
+import { GOLDEN_PATH, GoldenFile } from './parity/golden';
+import { CaseReport, compareCase, formatSummary, fusedStatus, skipReason, summarize } from './parity/harness';
 
 const DEVICE = 'cpu';
 const golden = JSON.parse(fs.readFileSync(GOLDEN_PATH, 'utf8')) as GoldenFile;

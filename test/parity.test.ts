@@ -1,32 +1,31 @@
 /**
- * Live parity with PyTorch: the seeded grid (scripts/parity/grid.ts) through the addon and through
- * scripts/parity/reference.py (one Python process for the whole grid), loss and input gradient compared per case.
+ * Live parity with PyTorch: the parity grid drawn from a fixed PRNG seed (test/parity/grid.ts) through the addon and through
+ * test/parity/reference.py (one Python process for the whole grid), loss and input gradient compared per case.
  * The Python is the one whose torch is the addon's LibTorch version (test/helpers/torch-python.ts).
  * Skipped, with the reason printed, where no Python has it; test/parity-golden.test.ts still runs there.
  */
-import { CLASS_COUNTS, PHASES, REDUCTIONS, WARMUP_KINDS, buildGrid, caseName } from '../scripts/parity/grid';
+import { CLASS_COUNTS, PHASES, REDUCTIONS, WARMUP_KINDS, buildGrid, caseName } from './parity/grid';
 import {
   CaseReport,
   DEFAULT_CASES,
   DEFAULT_SEED,
   ExpectedResult,
   compareCase,
-  findPython,
   formatSummary,
   fusedStatus,
   runReference,
   skipReason,
   summarize,
-} from '../scripts/parity/harness';
+} from './parity/harness';
 import * as bce from '../lib';
-import { releaseOf } from './helpers/torch-python';
+import { findTorchPython, releaseOf } from './helpers/torch-python';
 
 const DEVICE = 'cpu';
 const grid = buildGrid({ seed: DEFAULT_SEED, cases: DEFAULT_CASES });
 const fused = fusedStatus();
 const runnable = grid.filter((c) => skipReason(c.spec, DEVICE, fused) === null);
 const skipped = grid.filter((c) => skipReason(c.spec, DEVICE, fused) !== null);
-const python = findPython();
+const python = findTorchPython();
 
 describe('parity grid', () => {
   const specs = grid.map((c) => c.spec);

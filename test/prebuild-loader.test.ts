@@ -1,6 +1,7 @@
 /**
- * The loader's choice among prebuild flavours (lib/native.ts): a prebuild whose record does not match the LibTorch
- * present (version, C++ ABI, CUDA) is refused with a message saying why, never loaded; one that matches loads.
+ * The loader's choice among prebuild flavours (lib/loader.ts, with the checks of lib/prebuild-check.ts): a prebuild
+ * whose record does not match the LibTorch present (version, C++ ABI, CUDA) is refused with a message saying why,
+ * never loaded; one that matches loads.
  * Runs the compiled loader (dist/) from a temporary package folder whose prebuilds are copies of this checkout's
  * build, with records written here, in child processes.
  */

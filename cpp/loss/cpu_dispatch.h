@@ -40,7 +40,7 @@ namespace bce {
 
 enum class CpuKernelLevel { kBaseline, kAvx2, kAvx512 };
 
-// The widest kernels BOOTSTRAPPED_CE_CPU_KERNELS allows (any other value, or none, allows all; lib/native.ts warns
+// The widest kernels BOOTSTRAPPED_CE_CPU_KERNELS allows (any other value, or none, allows all; lib/loader.ts warns
 // about other values when the package loads).
 inline CpuKernelLevel RequestedKernelLevel() {
   const char* kernels = std::getenv("BOOTSTRAPPED_CE_CPU_KERNELS");

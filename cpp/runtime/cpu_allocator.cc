@@ -47,7 +47,7 @@ void FreeMallocAligned(void* aligned) { std::free(static_cast<void**>(aligned)[-
 #if defined(__linux__)
 // Buffers of 32 MiB and more: malloc maps each one fresh and unmaps it when freed, so every training step paid
 // the first-touch page faults of its large intermediates again (log-softmax, gradients): a fresh 319 MB buffer
-// costs ~120 ms of 4 KiB page faults on the 2-core test VM, as much as computing log-softmax into it. These come
+// costs ~120 ms of 4 KiB page faults on a 2-core AMD EPYC VM, as much as computing log-softmax into it. These come
 // from 2 MiB-aligned mappings with transparent huge pages requested, and freed ones are kept, most recent first,
 // for the next request of the same rounded size (a training loop asks for the same sizes every step), up to a
 // limit in bytes: a CPU counterpart of the caching allocators GPU frameworks use. cpuBlockCache.empty() and the

@@ -8,27 +8,26 @@
  *   npm run bench:clustered
  *   npm run bench:clustered -- --size 8x19x512x1024 --p 0.25 --threads 2 --reps 10
  */
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import * as bce from '../../lib';
+import { mulberry32 } from '../../test/helpers/prng';
+import { fraction, positiveInteger, shape as shapeOption } from '../cli-numbers';
 
 const options = new Command()
-  .option('--size <NxCxHxW>', 'logit shape', '8x19x512x1024')
-  .option('--p <p>', 'kept fraction', '0.25')
-  .option('--threads <n>', 'intra-op threads', '2')
-  .option('--reps <n>', 'timed calls per kind of logits', '10')
+  .addOption(
+    new Option('--size <NxCxHxW>', 'logit shape')
+      .default([8, 19, 512, 1024], '8x19x512x1024')
+      .argParser(shapeOption('--size', { min: 4, max: 4 })),
+  )
+  .addOption(new Option('--p <p>', 'kept fraction').default(0.25).argParser(fraction('--p')))
+  .addOption(new Option('--threads <n>', 'intra-op threads').default(2).argParser(positiveInteger('--threads')))
+  .addOption(
+    new Option('--reps <n>', 'timed calls per kind of logits').default(10).argParser(positiveInteger('--reps')),
+  )
   .parse()
-  .opts<{ size: string; p: string; threads: string; reps: string }>();
+  .opts<{ size: number[]; p: number; threads: number; reps: number }>();
 
-const shape = options.size.toLowerCase().split('x').map(Number);
-const p = Number(options.p);
-const threads = Number(options.threads);
-const reps = Number(options.reps);
-if (shape.length !== 4 || shape.some((d) => !Number.isInteger(d) || d < 1))
-  throw new Error(`--size: '${options.size}' is not NxCxHxW`);
-if (!(p > 0 && p <= 1)) throw new Error(`--p: '${options.p}' is not in (0, 1]`);
-if (!Number.isInteger(threads) || threads < 1)
-  throw new Error(`--threads: '${options.threads}' is not a positive integer`);
-if (!Number.isInteger(reps) || reps < 1) throw new Error(`--reps: '${options.reps}' is not a positive integer`);
+const { size: shape, p, threads, reps } = options;
 const [N, C, H, W] = shape;
 bce.setNumThreads(threads);
 
@@ -40,8 +39,7 @@ bce.setNumThreads(threads);
 function banded(): { x: bce.Tensor; y: bce.Tensor } {
   const logits = new Float32Array(N * C * H * W);
   const labels = new BigInt64Array(N * H * W);
-  let state = 12345;
-  const uniform = () => (state = (Math.imul(state, 1103515245) + 12345) >>> 0) / 4294967296;
+  const uniform = mulberry32(12345);
   for (let i = 0; i < logits.length; i++) logits[i] = (uniform() + uniform() + uniform() - 1.5) * 0.8;
   for (let n = 0; n < N; n++) {
     for (let h = 0; h < H; h++) {
@@ -93,7 +91,7 @@ function backwardTimes(x: bce.Tensor, y: bce.Tensor): number[] {
 bce.manualSeed(0);
 const kinds = { random: { x: bce.randn(shape), y: bce.randint(0, C, [N, H, W]) }, banded: banded() };
 console.log(
-  `fused backward, ${options.size}, p = ${p}, ${threads} thread(s), ${reps} calls each (cpuKernels ${bce.info().cpuKernels})`,
+  `fused backward, ${shape.join('x')}, p = ${p}, ${threads} thread(s), ${reps} calls each (cpuKernels ${bce.info().cpuKernels})`,
 );
 for (const [name, { x, y }] of Object.entries(kinds)) {
   const share = linesWithSelected(x, y);

@@ -9,9 +9,11 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { fraction, nonNegativeInteger, positiveInteger, positiveNumber } from '../cli-numbers';
 import * as cliProgress from 'cli-progress';
 import * as bce from '../../lib';
-import { CLASS_NAMES, NUM_CLASSES, SIZE, classFrequencies, makeBatch, mulberry32 } from './synthetic';
+import { mulberry32 } from '../../test/helpers/prng';
+import { CLASS_NAMES, NUM_CLASSES, SIZE, classFrequencies, makeBatch } from './synthetic';
 
 const MODEL = path.join(__dirname, '..', '..', 'models', 'segnet.pt');
 
@@ -27,31 +29,9 @@ interface Flags {
   threads: number;
 }
 
-function integer(min: number) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min) {
-      throw new InvalidArgumentError(`expected an integer >= ${min}, got '${value}'`);
-    }
-    return n;
-  };
-}
-
-function fraction(value: string): number {
-  const n = Number(value);
-  if (!(n > 0 && n <= 1)) throw new InvalidArgumentError(`expected a number in (0, 1], got '${value}'`);
-  return n;
-}
-
-function positive(value: string): number {
-  const n = Number(value);
-  if (!(n > 0) || !Number.isFinite(n)) throw new InvalidArgumentError(`expected a positive number, got '${value}'`);
-  return n;
-}
-
 function device(value: string): string {
   if (!/^(cpu|cuda(:\d{1,3})?)$/.test(value))
-    throw new InvalidArgumentError(`expected 'cpu', 'cuda' or 'cuda:N', got '${value}'`);
+    throw new InvalidArgumentError(`--device expects 'cpu', 'cuda' or 'cuda:N', got '${value}'`);
   return value;
 }
 
@@ -63,18 +43,28 @@ function parseFlags(argv: string[]): Flags {
         'with bootstrapped cross-entropy, and compares per-class IoU on held-out images.',
     )
     .addOption(new Option('--device <device>', "'cpu', 'cuda' or 'cuda:N'").default('cpu').argParser(device))
-    .addOption(new Option('--iterations <n>', 'training iterations of each run').default(1000).argParser(integer(1)))
+    .addOption(
+      new Option('--iterations <n>', 'training iterations of each run')
+        .default(1000)
+        .argParser(positiveInteger('--iterations')),
+    )
     .addOption(new Option('--out <dir>', 'folder for the plot and the metrics').default('demo-output'))
     .addOption(
       new Option('--seed <n>', 'seed of the data stream (the network starts from models/segnet.pt)')
         .default(1)
-        .argParser(integer(0)),
+        .argParser(nonNegativeInteger('--seed')),
     )
-    .addOption(new Option('--batch <n>', 'images per iteration').default(4).argParser(integer(1)))
-    .addOption(new Option('--lr <x>', 'Adam learning rate').default(3e-3).argParser(positive))
-    .addOption(new Option('--p <x>', 'fraction of hardest pixels kept after warm-up').default(0.15).argParser(fraction))
-    .addOption(new Option('--eval-images <n>', 'held-out images for IoU').default(64).argParser(integer(1)))
-    .addOption(new Option('--threads <n>', 'LibTorch CPU threads').default(2).argParser(integer(1)))
+    .addOption(new Option('--batch <n>', 'images per iteration').default(4).argParser(positiveInteger('--batch')))
+    .addOption(new Option('--lr <x>', 'Adam learning rate').default(3e-3).argParser(positiveNumber('--lr')))
+    .addOption(
+      new Option('--p <x>', 'fraction of hardest pixels kept after warm-up').default(0.15).argParser(fraction('--p')),
+    )
+    .addOption(
+      new Option('--eval-images <n>', 'held-out images for IoU')
+        .default(64)
+        .argParser(positiveInteger('--eval-images')),
+    )
+    .addOption(new Option('--threads <n>', 'LibTorch CPU threads').default(2).argParser(positiveInteger('--threads')))
     .allowExcessArguments(false)
     .exitOverride()
     .configureOutput({ writeErr: () => undefined });

@@ -2,12 +2,8 @@
  * A synthetic segmentation task where easy pixels dominate: 64x64 RGB images of a textured background (class 0)
  * and large blobs (class 1), plus rare classes: thin lines (2), small squares (3) and small crosses (4). Lines
  * are coloured close to the blobs and crosses close to the squares, so the rare classes are told apart by shape
- * as much as by colour. Everything is a pure function of the seed (a small seeded PRNG, no LibTorch RNG).
+ * as much as by colour. Everything is a pure function of the PRNG seed (mulberry32, no LibTorch RNG).
  */
-
-import { mulberry32 } from '../prng';
-
-export { mulberry32 };
 
 export const CLASS_NAMES = ['background', 'blob', 'line', 'square', 'cross'] as const;
 export const NUM_CLASSES = CLASS_NAMES.length;

@@ -4,12 +4,13 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { buildGrid } from './grid';
-import { GOLDEN_GRID, GOLDEN_PATH, GoldenFile } from './golden';
-import { findPython, gradChecksums, runReference } from './harness';
+import { findTorchPython } from '../../test/helpers/torch-python';
+import { buildGrid } from '../../test/parity/grid';
+import { GOLDEN_GRID, GOLDEN_PATH, GoldenFile } from '../../test/parity/golden';
+import { gradChecksums, runReference } from '../../test/parity/harness';
 
 function main(): number {
-  const python = findPython();
+  const python = findTorchPython();
   if (python.path === null) {
     console.error(`parity:golden: ${python.reason}`);
     return 2;
@@ -21,7 +22,7 @@ function main(): number {
     torch: reference.torch,
     grid: GOLDEN_GRID,
     cases: cases.map((c) => {
-      const { grad, seeds: _seeds, ...expected } = reference.results.get(c.spec.id)!;
+      const { grad, existingImpls: _existingImpls, ...expected } = reference.results.get(c.spec.id)!;
       return { ...c, expected: { ...expected, gradChecksums: gradChecksums(grad ?? []) } };
     }),
   };

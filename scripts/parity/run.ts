@@ -4,33 +4,22 @@
  * Prints the number of cases and the worst relative error of loss and gradient per dtype, device and impl;
  * exits 1 when a case fails, 2 when it cannot run (no PyTorch, no CUDA).
  */
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
+import { nonNegativeInteger, positiveInteger } from '../cli-numbers';
 import { cuda } from '../../lib';
-import { buildGrid } from './grid';
+import { buildGrid } from '../../test/parity/grid';
 import {
   CaseReport,
   DEFAULT_CASES,
   DEFAULT_SEED,
   compareCase,
-  findPython,
   formatSummary,
   fusedStatus,
   runReference,
   skipReason,
   summarize,
-} from './harness';
-
-function positiveInteger(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
-  return n;
-}
-
-function nonNegativeInteger(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a non-negative integer');
-  return n;
-}
+} from '../../test/parity/harness';
+import { findTorchPython } from '../../test/helpers/torch-python';
 
 interface CliOptions {
   device: string;
@@ -47,10 +36,10 @@ function parseArgs(argv: string[]): CliOptions {
     .option(
       '--cases <n>',
       'number of grid configurations (impl fused copies come on top)',
-      positiveInteger,
+      positiveInteger('--cases'),
       DEFAULT_CASES,
     )
-    .option('--seed <s>', 'grid seed', nonNegativeInteger, DEFAULT_SEED)
+    .option('--seed <s>', 'grid seed', nonNegativeInteger('--seed'), DEFAULT_SEED)
     .option('--python <path>', 'Python with PyTorch (default: $PYTHON, /usr/bin/python3, python3)')
     .option('--verbose', 'list every case', false)
     .parse(argv)
@@ -67,7 +56,7 @@ function main(): number {
     console.error('parity: --device cuda, but this build of the addon sees no CUDA device');
     return 2;
   }
-  const python = findPython(options.python ?? process.env.PYTHON);
+  const python = findTorchPython(options.python ?? process.env.PYTHON);
   if (python.path === null) {
     console.error(`parity: ${python.reason}`);
     return 2;

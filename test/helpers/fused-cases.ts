@@ -3,7 +3,7 @@
  * reference path, shared by test/fused.test.ts and the child process it starts (test/helpers/fused-child.ts).
  */
 import * as bce from '../../lib';
-import { prng } from './reference';
+import { mulberry32 } from './prng';
 
 export interface FusedCase {
   name: string;
@@ -28,7 +28,7 @@ function build(
   shape: number[],
   opts: { ignored?: number; weighted?: boolean; p: number; special?: boolean; spread?: number; hardBands?: boolean },
 ): FusedCase {
-  const random = prng(seed);
+  const random = mulberry32(seed);
   const [N, C] = shape;
   const spatial = shape.slice(2).reduce((a, b) => a * b, 1);
   const spread = opts.spread ?? 4;
@@ -108,7 +108,7 @@ export function runCase(c: FusedCase, impl: 'fused' | 'reference'): FusedRun {
  * spread over +-12.
  */
 export function perPixelLosses(): number[] {
-  const random = prng(9);
+  const random = mulberry32(9);
   const C = 19;
   const S = 128;
   const logits = Array.from({ length: C * S }, () => Math.fround((random() * 2 - 1) * 12));

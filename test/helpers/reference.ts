@@ -62,9 +62,6 @@ export function keepCount(p: number, n: number): number {
   return Math.min(Math.max(Math.floor(p * n + 1e-9), 1), n);
 }
 
-/** Deterministic pseudo-random numbers, so test data does not depend on LibTorch's RNG. */
-export { mulberry32 as prng } from '../../scripts/prng';
-
 /** Random logits [n][c][s] in [-3, 3). */
 export function randomLogits(random: () => number, N: number, C: number, S: number): number[][][] {
   return Array.from({ length: N }, () =>

@@ -228,7 +228,7 @@ struct Avx2ChunkCopy {
 
   // Block by block, as the forward pass reads: each 16-pixel block takes one line of every class row (vector
   // loads, with the forward pass's prefetch), and the selected lanes are packed. (Row by row over the chunk was
-  // ~10 % slower on the test VM: each row then restarts a short stream.) The look for non-finite logits is left
+  // ~10 % slower on a 2-core AMD EPYC: each row then restarts a short stream.) The look for non-finite logits is left
   // out when pass 1 found none (GradientInputs::all_finite): a third of the loop's instructions; and then blocks
   // without a selected pixel are not read at all. With random logits nearly every block holds one (1 % do not at
   // p = 0.25), but in real label maps the hard pixels cluster (boundaries, hard regions): on logits whose hard

@@ -1,19 +1,12 @@
 /**
- * The long-lived PyTorch worker (torch_bench.py) seen from Node: JSON lines over stdin/stdout, one request at a
+ * The long-lived PyTorch worker of the benchmark (torch_bench.py beside this file; scripts/bench/main.ts) seen from Node: JSON lines over stdin/stdout, one request at a
  * time, so the worker is idle while the addon is timed.
  */
 import { spawn, ChildProcess } from 'child_process';
 import * as path from 'path';
 import * as readline from 'readline';
-import { findTorchPython } from '../../test/helpers/torch-python';
 
 export const TORCH_BENCH = path.join(__dirname, 'torch_bench.py');
-
-/** The Python whose torch is the version of the addon's LibTorch, so both sides run the same library. */
-export function findPython(): { python?: string; tried: string[] } {
-  const found = findTorchPython();
-  return found.path ? { python: found.path, tried: [] } : { tried: [found.reason] };
-}
 
 export type Reply = { ok: true; [key: string]: unknown } | { ok: false; error: string };
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """
-The PyTorch side of `npm run bench` (scripts/bench/main.ts): a long-lived worker that runs the seed's eager
-bootstrapped cross-entropy on request, so that Python's start-up and `import torch` are never timed.
+The PyTorch side of `npm run bench` (scripts/bench/main.ts): a long-lived worker that runs the widely used
+eager PyTorch implementation of bootstrapped cross-entropy (STCN's BootstrappedCE) on request, so that Python's
+start-up and `import torch` are never timed.
 
 Protocol: one JSON object per line on stdin, one JSON object per line on stdout (nothing else is written to
 stdout; stray prints go to stderr). Every reply has "ok": true, or "ok": false and "error".
@@ -18,12 +19,12 @@ stdout; stray prints go to stderr). Every reply has "ok": true, or "ok": false a
                                                     CPUs, or on all without "cpus" (Linux; see cmd_pin)
   {"cmd": "quit"}
 
-Timing: perf_counter_ns around the op only (data creation excluded). "fwd": the seed's forward on logits that
+Timing: perf_counter_ns around the op only (data creation excluded). "fwd": that forward on logits that
 do not require grad. "fwdbwd": a fresh leaf (logits.detach().requires_grad_(), no copy) per repetition, then
 forward + loss.backward(); the gradient is a fresh tensor each time, as in a training step with
 zero_grad(set_to_none=True). On CUDA, torch.cuda.synchronize() before starting and before stopping the clock.
 
-Run stand-alone for a smoke test:  /usr/bin/python3 scripts/bench/torch_bench.py --selftest
+Run stand-alone for a smoke test:  /usr/bin/python3 test/helpers/torch_bench.py --selftest
 """
 import gc
 import json
@@ -39,8 +40,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 
-def seed_bootstrapped_ce(inputs, targets, p):
-    """The seed's eager implementation (BootstrappedCE.forward after warm-up)."""
+def stcn_bootstrapped_ce(inputs, targets, p):
+    """STCN's eager implementation (BootstrappedCE.forward after warm-up)."""
     raw_loss = F.cross_entropy(inputs, targets, reduction='none').view(-1)
     num_pixels = raw_loss.numel()
     loss, _ = torch.topk(raw_loss, int(num_pixels * p), sorted=False)
@@ -156,14 +157,14 @@ def one_call(p, mode):
     if mode == 'fwd':
         sync()
         t0 = time.perf_counter_ns()
-        loss = seed_bootstrapped_ce(x, y, p)
+        loss = stcn_bootstrapped_ce(x, y, p)
         sync()
         t1 = time.perf_counter_ns()
     else:
         leaf = x.detach().requires_grad_()
         sync()
         t0 = time.perf_counter_ns()
-        loss = seed_bootstrapped_ce(leaf, y, p)
+        loss = stcn_bootstrapped_ce(leaf, y, p)
         loss.backward()
         sync()
         t1 = time.perf_counter_ns()
@@ -188,7 +189,7 @@ def warm_up(p, mode):
     x, y = STATE['x'], STATE['y']
     small_x = torch.randn([1, x.shape[1], 8, 8], device=x.device, requires_grad=(mode == 'fwdbwd'))
     small_y = torch.randint(0, x.shape[1], [1, 8, 8], device=y.device)
-    loss = seed_bootstrapped_ce(small_x, small_y, p)
+    loss = stcn_bootstrapped_ce(small_x, small_y, p)
     if mode == 'fwdbwd':
         loss.backward()
     sync()

@@ -1,6 +1,6 @@
 /**
- * What the parity jest suites and `npm run parity` share: finding a Python with PyTorch, running the whole grid
- * through scripts/parity/reference.py in one process, running a case on the addon, and comparing the two.
+ * What the parity jest suites and `npm run parity` share: running the whole grid
+ * through test/parity/reference.py in one process, running a case on the addon, and comparing the two.
  */
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
@@ -16,7 +16,6 @@ import {
   tidy,
 } from '../../lib';
 import type { BootstrappedResult, DType, Reduction, Warmup } from '../../lib';
-import { findTorchPython } from '../../test/helpers/torch-python';
 import { CaseData, CaseSpec, ParityCase, TensorData, WarmupSpec, caseName, customWarmup } from './grid';
 
 export const REFERENCE_SCRIPT = path.join(__dirname, 'reference.py');
@@ -31,23 +30,6 @@ export const TIE_GAP: Record<CaseSpec['dtype'], number> = { float64: 1e-13, floa
 export const DEFAULT_SEED = 20240604;
 export const DEFAULT_CASES = 320;
 
-// ---------------------------------------------------------------------------------------------------------------
-// Python
-
-export interface PythonChoice {
-  /** The interpreter, or null when none imports torch. */
-  path: string | null;
-  torchVersion?: string;
-  /** Why no interpreter was chosen (every candidate and its error). */
-  reason: string;
-}
-
-/** The Python whose torch is the version of the addon's LibTorch (test/helpers/torch-python.ts). */
-export function findPython(explicit = process.env.PYTHON): PythonChoice {
-  const found = findTorchPython(explicit);
-  return { path: found.path, torchVersion: found.torchVersion, reason: found.reason };
-}
-
 /** What reference.py returns for one case. */
 export interface ExpectedResult {
   id: number;
@@ -60,8 +42,11 @@ export interface ExpectedResult {
   nValid: number;
   /** Gap between the k-th and (k+1)-th loss relative to the largest; null when every valid element is kept. */
   tieGap: number | null;
-  /** The seed implementations, where they agree with the documented semantics. */
-  seeds?: { stcn?: { loss: number[]; grad: number[] }; functional?: { loss: number[]; grad: number[] } };
+  /**
+   * The existing PyTorch implementations, where they agree with the documented semantics: STCN's BootstrappedCE
+   * (`stcn`) and the functional `bootstrapped_cross_entropy` (`functional`).
+   */
+  existingImpls?: { stcn?: { loss: number[]; grad: number[] }; functional?: { loss: number[]; grad: number[] } };
 }
 
 export interface ReferenceRun {
@@ -256,12 +241,15 @@ export interface CaseReport {
   lossError: number;
   /** null when the gradient was not compared (selection ambiguous at the k-th place). */
   gradError: number | null;
-  /** Worst error against the seed implementations that apply, by name. */
-  seedErrors: Record<string, { loss: number; grad: number }>;
+  /** Worst error against the existing implementations that apply (`ExpectedResult.existingImpls`), by name. */
+  existingImplErrors: Record<string, { loss: number; grad: number }>;
   failures: string[];
 }
 
-/** Compares the addon's result with PyTorch's: loss, gradient, p, k, the pool size; and with the seeds. */
+/**
+ * Compares the addon's result with PyTorch's: loss, gradient, p, k, the pool size; and with the existing
+ * implementations.
+ */
 export function compareCase(c: ParityCase, device: string, expected: ExpectedResult | undefined): CaseReport {
   const report: CaseReport = {
     spec: c.spec,
@@ -269,7 +257,7 @@ export function compareCase(c: ParityCase, device: string, expected: ExpectedRes
     device,
     lossError: NaN,
     gradError: null,
-    seedErrors: {},
+    existingImplErrors: {},
     failures: [],
   };
   if (!expected) {
@@ -307,16 +295,16 @@ export function compareCase(c: ParityCase, device: string, expected: ExpectedRes
     report.failures.push(`p: got ${actual.p}, expected ${expected.p}`);
   }
   if (c.spec.impl === 'fused' && !actual.fused) report.failures.push("impl 'fused' did not run the fused kernel");
-  for (const [seed, result] of Object.entries(expected.seeds ?? {})) {
+  for (const [name, result] of Object.entries(expected.existingImpls ?? {})) {
     if (!result) continue;
     const errors = {
       loss: relativeError(actual.loss, result.loss),
       grad: compareGrad ? relativeError(actual.grad, result.grad) : 0,
     };
-    report.seedErrors[seed] = errors;
+    report.existingImplErrors[name] = errors;
     if (!(errors.loss <= tolerance && errors.grad <= tolerance)) {
       report.failures.push(
-        `${seed} seed implementation: loss error ${errors.loss.toExponential(2)}, grad error ${errors.grad.toExponential(2)}`,
+        `${name} implementation: loss error ${errors.loss.toExponential(2)}, grad error ${errors.grad.toExponential(2)}`,
       );
     }
   }
@@ -394,7 +382,7 @@ export interface SummaryRow {
   gradSkipped: number;
 }
 
-/** Worst errors per dtype, device and impl (and per seed implementation). */
+/** Worst errors per dtype, device and impl (and per existing implementation). */
 export function summarize(reports: CaseReport[]): SummaryRow[] {
   const rows = new Map<string, SummaryRow>();
   const add = (group: string, report: CaseReport, loss: number, grad: number | null) => {
@@ -410,8 +398,8 @@ export function summarize(reports: CaseReport[]): SummaryRow[] {
     const impl = r.spec.loss === 'ce' ? r.spec.impl : `${r.spec.loss} (reference)`;
     add(`${r.spec.dtype} ${r.device}`, r, r.lossError, r.gradError);
     add(`${r.spec.dtype} ${r.device} impl=${impl}`, r, r.lossError, r.gradError);
-    for (const [seed, e] of Object.entries(r.seedErrors))
-      add(`${r.spec.dtype} ${r.device} vs seed ${seed}`, r, e.loss, e.grad);
+    for (const [name, e] of Object.entries(r.existingImplErrors))
+      add(`${r.spec.dtype} ${r.device} vs ${name}`, r, e.loss, e.grad);
   }
   return [...rows.values()].sort((a, b) => a.group.localeCompare(b.group));
 }

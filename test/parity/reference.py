@@ -3,7 +3,7 @@
 Usage: python reference.py BATCH.json RESULT.json
 
 BATCH.json: {"device": "cpu" | "cuda", "cases": [{"spec": {...}, "data": {...}}, ...]} as written by
-scripts/parity/grid.ts. For every case this computes, with plain PyTorch ops, the loss that the package's
+test/parity/grid.ts. For every case this computes, with plain PyTorch ops, the loss that the package's
 documented semantics define (cpp/loss/bootstrapped_ce.h, docs: loss-semantics) and the gradient with respect to
 the input; and, where they agree with those semantics, the two seed implementations users port from (STCN's
 BootstrappedCE and the functional bootstrapped_cross_entropy). The whole grid runs in this one process.
@@ -179,7 +179,8 @@ def ours(spec: dict, x: torch.Tensor, pool: Pool, p: float) -> Reference:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The seed implementations (the seed question in shared/seed), verbatim in behaviour, used only where they agree with ours.
+# The existing PyTorch implementations (STCN's BootstrappedCE and the functional bootstrapped_cross_entropy),
+# verbatim in behaviour, used only where they agree with ours.
 
 
 class BootstrappedCE(torch.nn.Module):
@@ -206,7 +207,7 @@ class BootstrappedCE(torch.nn.Module):
 
 def bootstrapped_cross_entropy(inputs, targets, iteration, p, warmup=-1, weight=None, ignore_index=-100,
                                reduction=torch.mean):
-    """The functional version from the seed answer."""
+    """The functional bootstrapped_cross_entropy, as widely shared (a warm-up int or callable, a reduction callable)."""
     if not 0 < p < 1:
         raise ValueError("p should be in [0, 1] range, got: {}".format(p))
     if isinstance(warmup, int):
@@ -224,7 +225,8 @@ def bootstrapped_cross_entropy(inputs, targets, iteration, p, warmup=-1, weight=
 
 
 def plain_index_ce(spec: dict, data: dict) -> bool:
-    """The seeds' common ground: class indices, nothing ignored, no class weights, no smoothing, batch scope."""
+    """The existing implementations' common ground: class indices, nothing ignored, no class weights, no smoothing,
+    batch scope."""
     return (
         spec["loss"] == "ce"
         and spec["target"] == "index"
@@ -253,8 +255,9 @@ def stcn(spec: dict, x, target, ours_k: int, n: int):
 
 
 def functional(spec: dict, x, target, p_eff: float, ours_k: int, n: int):
-    """The functional seed, where it agrees: p < 1 and effective p < 1 (its p == 1 shortcut passes a callable
-    reduction to F.cross_entropy, which rejects it), a reduction other than 'none', same k."""
+    """The functional bootstrapped_cross_entropy, where it agrees: p < 1 and effective p < 1 (its p == 1
+    shortcut passes a callable reduction to F.cross_entropy, which rejects it), a reduction other than 'none',
+    same k."""
     if spec["p"] >= 1 or p_eff >= 1 or spec["reduction"] == "none":
         return None
     if int(n * p_eff) != ours_k or ours_k < 1:
@@ -263,9 +266,9 @@ def functional(spec: dict, x, target, p_eff: float, ours_k: int, n: int):
                  "fn:sum2": lambda s: s.sum() * 2}[spec["reduction"]]
     warmup = spec["warmup"]
     if warmup["kind"] == "number":
-        schedule = warmup["warmup"]  # the seed's integer warm-up
+        schedule = warmup["warmup"]  # its integer warm-up
     else:
-        schedule = lambda p, it: effective_p(p, it, warmup)  # noqa: E731 - the seed's callable warm-up
+        schedule = lambda p, it: effective_p(p, it, warmup)  # noqa: E731 - its callable warm-up
     return bootstrapped_cross_entropy(x, target, spec["iteration"], spec["p"], schedule, reduction=reduction)
 
 
@@ -306,17 +309,17 @@ def run_case(case: dict, device) -> dict:
         "k": reference.k,
         "nValid": reference.n_valid,
         "tieGap": reference.tie_gap if math.isfinite(reference.tie_gap) else None,
-        "seeds": {},
+        "existingImpls": {},
     }
     if plain_index_ce(spec, data):
         target = torch.tensor(data["target"]["values"], dtype=torch.int64).reshape(data["target"]["shape"]).to(device)
         n = target.numel()
-        for name, seed in (("stcn", stcn), ("functional", functional)):
+        for name, implementation in (("stcn", stcn), ("functional", functional)):
             x = leaf(data, dtype, device)
             args = (spec, x, target, reference.k, n) if name == "stcn" else (spec, x, target, p, reference.k, n)
-            loss = seed(*args)
+            loss = implementation(*args)
             if loss is not None:
-                result["seeds"][name] = {"loss": flat_list(loss), "grad": backward(loss, x, None)}
+                result["existingImpls"][name] = {"loss": flat_list(loss), "grad": backward(loss, x, None)}
     return result
 
 

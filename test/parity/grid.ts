@@ -1,8 +1,8 @@
-import { mulberry32 } from '../prng';
+import { mulberry32 } from '../helpers/prng';
 /**
  * The parity grid: seeded random loss configurations and their input data, generated in JavaScript only (no
  * LibTorch RNG), so that the jest suites, `npm run parity` and the golden-file generator see the same cases.
- * Everything here is plain JSON, which is also what scripts/parity/reference.py reads.
+ * Everything here is plain JSON, which is also what test/parity/reference.py reads.
  */
 
 export type LossKind = 'ce' | 'bce' | 'bceLogits';
@@ -210,9 +210,10 @@ function drawIgnoreFraction(rng: Rng): number {
 }
 
 /**
- * Some configurations are drawn inside the seed implementations' common ground with ours (reference.py uses
- * them there): class indices, nothing ignored, no class weights, no smoothing, batch scope; STCN's
- * BootstrappedCE also needs a linear schedule and 'mean', the functional version p < 1 and no 'none'.
+ * Some configurations are drawn inside the common ground of ours and the existing PyTorch implementations (STCN's
+ * BootstrappedCE and the functional `bootstrapped_cross_entropy`; reference.py runs them there): class indices,
+ * nothing ignored, no class weights, no smoothing, batch scope; STCN's BootstrappedCE also needs a linear schedule
+ * and 'mean', the functional version p < 1 and no 'none'.
  */
 function seedCompatible(rng: Rng, spec: CaseSpec): CaseSpec {
   const stcn = rng.chance(0.5);

@@ -39,6 +39,8 @@ export interface NativeHandle {
   mul(other: NativeHandle | number): NativeHandle;
   div(other: NativeHandle | number): NativeHandle;
   backward(gradient?: NativeHandle, retainGraph?: boolean): void;
+  /** Equal for two handles on the same tensor (the same TensorImpl) while it lives. */
+  identity(): bigint;
   dispose(): void;
   isDisposed(): boolean;
 }
@@ -55,6 +57,10 @@ export interface NativeLossResult {
 }
 
 export interface NativeAddon {
+  /** The class of every NativeHandle (for `instanceof`; made natively only). */
+  TensorHandle: abstract new () => NativeHandle;
+  /** Bumps autograd's version count of each live handle whose tensor has a gradient (after an optimizer step). */
+  markUpdatedInPlace(params: NativeHandle[]): void;
   fromData(data: ArrayBufferView, shape: number[], dtype: string, device: string): NativeHandle;
   zeros(shape: number[], dtype: string, device: string): NativeHandle;
   ones(shape: number[], dtype: string, device: string): NativeHandle;

@@ -156,10 +156,10 @@ export class Module {
 
 /** `self` as a Module, for a method called on it (a foreign `this` is refused with the method's name). */
 function own(self: unknown, method: string): Module {
-  if (!(self instanceof Module)) throw new TypeError(`Module.${method} was called on ${describe(self)}, which is not a Module`);
+  if (!(self instanceof Module))
+    throw new TypeError(`Module.${method} was called on ${describe(self)}, which is not a Module`);
   return self;
 }
-
 
 /** Loads a TorchScript module saved by PyTorch (`torch.jit.save`) or by `Module.save`. */
 export function load(path: string, options?: LoadOptions): Module {

@@ -250,13 +250,16 @@ export abstract class Optimizer {
 
   /** A snapshot of the hyperparameters and the per-parameter state (copies), for `loadStateDict`. */
   stateDict(): OptimizerStateDict {
-    const state = own(this, 'stateDict').native.state().map((entry) => {
-      if (entry === null) return null;
-      const out: ParamState = {};
-      if (typeof entry.step === 'number') out.step = entry.step;
-      for (const key of STATE_TENSORS) if (entry[key] !== undefined) out[key] = new Tensor(entry[key] as NativeHandle);
-      return out;
-    });
+    const state = own(this, 'stateDict')
+      .native.state()
+      .map((entry) => {
+        if (entry === null) return null;
+        const out: ParamState = {};
+        if (typeof entry.step === 'number') out.step = entry.step;
+        for (const key of STATE_TENSORS)
+          if (entry[key] !== undefined) out[key] = new Tensor(entry[key] as NativeHandle);
+        return out;
+      });
     return { kind: this.kind, options: this.options, state };
   }
 

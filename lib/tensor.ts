@@ -126,7 +126,7 @@ export class Tensor {
 
   /** Sizes of each dimension. */
   get shape(): number[] {
-    return this.sizes.slice();
+    return own(this, 'shape').sizes.slice();
   }
 
   /** @internal The cached sizes themselves, not a copy: for argument checks, which never modify them. */
@@ -300,7 +300,7 @@ export class Tensor {
   }
 
   [Symbol.dispose](): void {
-    this.dispose();
+    own(this, 'dispose').dispose();
   }
 
   toString(): string {

@@ -5,7 +5,6 @@
 
 #include <ATen/ATen.h>
 
-
 namespace bce {
 namespace {
 

@@ -139,7 +139,8 @@ void RegisterRuntime(Napi::Env env, Napi::Object exports) {
   exports.Set("memory", Napi::Function::New<Guarded<Memory>>(env, "memory"));
   exports.Set("cpuBlockCacheInfo", Napi::Function::New<Guarded<GetCpuBlockCacheInfo>>(env, "cpuBlockCacheInfo"));
   exports.Set("emptyCpuBlockCache", Napi::Function::New<Guarded<ReleaseCpuBlockCache>>(env, "emptyCpuBlockCache"));
-  exports.Set("setCpuBlockCacheLimit", Napi::Function::New<Guarded<ChangeCpuBlockCacheLimit>>(env, "setCpuBlockCacheLimit"));
+  exports.Set("setCpuBlockCacheLimit",
+              Napi::Function::New<Guarded<ChangeCpuBlockCacheLimit>>(env, "setCpuBlockCacheLimit"));
 }
 
 }  // namespace bce

@@ -49,9 +49,8 @@ Napi::Value IValueToJs(Napi::Env env, const c10::IValue& value, int depth) {
         ThrowType(env, "forward returned a dict with non-string keys, which JavaScript cannot hold");
       // Defined, not assigned: an assignment to a key "__proto__" would replace the object's prototype instead of
       // making a property.
-      object.DefineProperty(Napi::PropertyDescriptor::Value(entry.key().toStringRef(),
-                                                            IValueToJs(env, entry.value(), depth + 1),
-                                                            napi_default_jsproperty));
+      object.DefineProperty(Napi::PropertyDescriptor::Value(
+          entry.key().toStringRef(), IValueToJs(env, entry.value(), depth + 1), napi_default_jsproperty));
     }
     return object;
   }
@@ -61,7 +60,8 @@ Napi::Value IValueToJs(Napi::Env env, const c10::IValue& value, int depth) {
 class ModuleHandle : public Napi::ObjectWrap<ModuleHandle> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    Napi::Function constructor = DefineClass(env, "ModuleHandle", {StaticMethod<&Guarded<&ModuleHandle::Load>>("load")});
+    Napi::Function constructor =
+        DefineClass(env, "ModuleHandle", {StaticMethod<&Guarded<&ModuleHandle::Load>>("load")});
     AddTaggedMethod<ModuleHandle, &kModuleTag, &ModuleHandle::Forward>(env, constructor, "forward");
     AddTaggedMethod<ModuleHandle, &kModuleTag, &ModuleHandle::Parameters>(env, constructor, "parameters");
     AddTaggedMethod<ModuleHandle, &kModuleTag, &ModuleHandle::NamedParameters>(env, constructor, "namedParameters");

@@ -31,7 +31,8 @@ Napi::Value CopyOut(Napi::Env env, const at::Tensor& cpu, napi_typedarray_type t
 
 // Why `tensor` cannot be wrapped (and how to convert it where it is made), or "" when it can.
 std::string UnsupportedReason(const at::Tensor& tensor) {
-  if (tensor.is_nested()) return "a nested tensor, which this package does not support: pad it first (to_padded_tensor)";
+  if (tensor.is_nested())
+    return "a nested tensor, which this package does not support: pad it first (to_padded_tensor)";
   if (tensor.layout() != at::kStrided) {
     std::ostringstream layout;
     layout << tensor.layout();

@@ -20,16 +20,53 @@ const rawLoad = (file: string): RawModule =>
   );
 
 const cases: [string, () => unknown][] = [
-  ['sparse toArray', () => (bce.jit.load(path.join(dir, 'sparse.pt')).forward(bce.ones([2, 3])) as bce.Tensor).toArray()],
+  [
+    'sparse toArray',
+    () => (bce.jit.load(path.join(dir, 'sparse.pt')).forward(bce.ones([2, 3])) as bce.Tensor).toArray(),
+  ],
   ['nested shape', () => bce.jit.load(path.join(dir, 'nested.pt')).forward(bce.ones([2, 3])).shape],
   [
     'nested into the loss',
-    () => bce.bootstrappedCrossEntropy(bce.jit.load(path.join(dir, 'nested.pt')).forward(bce.ones([2, 3])), bce.zeros([2], { dtype: 'int64' }), 0, 0.5),
+    () =>
+      bce.bootstrappedCrossEntropy(
+        bce.jit.load(path.join(dir, 'nested.pt')).forward(bce.ones([2, 3])),
+        bce.zeros([2], { dtype: 'int64' }),
+        0,
+        0.5,
+      ),
   ],
-  ['mkldnn toArray', () => bce.jit.load(path.join(dir, 'mkldnn.pt')).forward(bce.ones([2, 3])).toArray()],
-  ['complex item', () => bce.jit.load(path.join(dir, 'complex.pt')).forward(bce.ones([1])).item()],
-  ['quantized toArray', () => bce.jit.load(path.join(dir, 'quantized.pt')).forward(bce.ones([2, 3])).toArray()],
-  ['int8 toArray', () => bce.jit.load(path.join(dir, 'int8.pt')).forward(bce.ones([2, 3])).toArray()],
+  [
+    'mkldnn toArray',
+    () =>
+      bce.jit
+        .load(path.join(dir, 'mkldnn.pt'))
+        .forward(bce.ones([2, 3]))
+        .toArray(),
+  ],
+  [
+    'complex item',
+    () =>
+      bce.jit
+        .load(path.join(dir, 'complex.pt'))
+        .forward(bce.ones([1]))
+        .item(),
+  ],
+  [
+    'quantized toArray',
+    () =>
+      bce.jit
+        .load(path.join(dir, 'quantized.pt'))
+        .forward(bce.ones([2, 3]))
+        .toArray(),
+  ],
+  [
+    'int8 toArray',
+    () =>
+      bce.jit
+        .load(path.join(dir, 'int8.pt'))
+        .forward(bce.ones([2, 3]))
+        .toArray(),
+  ],
   // The raw addon, without the facade: refused natively all the same.
   ['raw sparse', () => rawLoad(path.join(dir, 'sparse.pt')).forward(bce.ones([2, 3]).handle)],
   ['raw complex', () => rawLoad(path.join(dir, 'complex.pt')).forward(bce.ones([1]).handle)],

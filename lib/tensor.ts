@@ -199,6 +199,8 @@ export class Tensor {
     if (typeof target !== 'string')
       throw new TypeError(`to: target must be a device or a dtype name, got ${describe(target)}`);
     if ((DTYPES as readonly string[]).includes(target)) return new Tensor(this.handle.to(target));
+    // A malformed device ('cuda:x') is named as one; anything else may have been meant as either.
+    if (/^(cpu|cuda)/.test(target)) checkDevice(target, 'device');
     if (!DEVICE_PATTERN.test(target)) {
       throw new TypeError(
         `to: target ${describe(target)} is neither a dtype (${DTYPES.map((d) => `'${d}'`).join(', ')}) nor a device ('cpu', 'cuda', 'cuda:N')`,

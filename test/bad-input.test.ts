@@ -119,7 +119,7 @@ const rows: Row[] = [
   { call: "cpuBlockCache.setLimit('1GB')", what: 'cache limit of the wrong type', name: 'TypeError', message: 'bytes must be an integer', run: () => cpuBlockCache.setLimit('1GB' as never) },
   // ---- Tensor methods ----
   { call: "t.to('cuda')", what: 'CUDA on a machine without it', name: 'Error', message: "device 'cuda' requested, but CUDA is not available", run: () => x.to('cuda') },
-  { call: "t.to('cuda:x')", what: 'malformed device', name: 'TypeError', message: "to: target \"cuda:x\" is neither a dtype", run: () => x.to('cuda:x') },
+  { call: "t.to('cuda:x')", what: 'malformed device', name: 'TypeError', message: "device must be 'cpu', 'cuda' or 'cuda:N'", run: () => x.to('cuda:x') },
   { call: "t.to('float128')", what: 'neither a dtype nor a device', name: 'TypeError', message: 'to: target "float128" is neither a dtype', run: () => x.to('float128') },
   { call: 't.item() (32 elements)', what: 'item of a non-scalar', name: 'RangeError', message: 'item() needs a tensor with exactly one element', run: () => y.item() },
   { call: 't.reshape([5])', what: 'incompatible shape', name: 'Error', message: "shape '[5]' is invalid for input of size 96", run: () => x.reshape([5]) },

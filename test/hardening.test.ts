@@ -85,11 +85,11 @@ describeWithTorch('unsupported tensors from a TorchScript module are refused by 
     ['nested shape', 'a nested tensor'],
     ['nested into the loss', 'a nested tensor'],
     ['mkldnn toArray', 'a tensor of layout Mkldnn'],
-    ['complex item', 'a tensor of dtype ComplexFloat'],
-    ['quantized toArray', 'a tensor of dtype QUInt8'],
-    ['int8 toArray', 'a tensor of dtype Char'],
+    ['complex item', 'a tensor of dtype torch.complex64'],
+    ['quantized toArray', 'a tensor of dtype torch.quint8'],
+    ['int8 toArray', 'a tensor of dtype torch.int8'],
     ['raw sparse', 'a tensor of layout Sparse'],
-    ['raw complex', 'a tensor of dtype ComplexFloat'],
+    ['raw complex', 'a tensor of dtype torch.complex64'],
   ])('%s: TypeError naming the output and what it is', (name, what) => {
     expect(lines.get(name)).toEqual({
       name: 'TypeError',

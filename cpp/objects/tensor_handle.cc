@@ -29,6 +29,21 @@ Napi::Value CopyOut(Napi::Env env, const at::Tensor& cpu, napi_typedarray_type t
   return Napi::TypedArrayOf<T>::New(env, count, buffer, 0, type);
 }
 
+// PyTorch's name of a dtype this package does not support (torch.int8 rather than LibTorch's "Char").
+std::string TorchDtypeName(c10::ScalarType type) {
+  switch (type) {
+    case c10::ScalarType::Char: return "torch.int8";
+    case c10::ScalarType::Short: return "torch.int16";
+    case c10::ScalarType::ComplexHalf: return "torch.complex32";
+    case c10::ScalarType::ComplexFloat: return "torch.complex64";
+    case c10::ScalarType::ComplexDouble: return "torch.complex128";
+    case c10::ScalarType::QInt8: return "torch.qint8";
+    case c10::ScalarType::QUInt8: return "torch.quint8";
+    case c10::ScalarType::QInt32: return "torch.qint32";
+    default: return c10::toString(type);
+  }
+}
+
 // Why `tensor` cannot be wrapped (and how to convert it where it is made), or "" when it can.
 std::string UnsupportedReason(const at::Tensor& tensor) {
   if (tensor.is_nested())
@@ -44,7 +59,7 @@ std::string UnsupportedReason(const at::Tensor& tensor) {
     std::string hint = "convert it first (.to() one of them)";
     if (c10::isComplexType(type)) hint = "take its parts first (torch.view_as_real, .real, .imag, .abs())";
     if (c10::isQIntType(type)) hint = "dequantize it first (.dequantize())";
-    return "a tensor of dtype " + std::string(c10::toString(type)) +
+    return "a tensor of dtype " + TorchDtypeName(type) +
            ", which this package does not support (float32, float64, float16, bfloat16, int32, int64, uint8, bool): " +
            hint;
   }

@@ -57,8 +57,6 @@ export interface NativeLossResult {
 }
 
 export interface NativeAddon {
-  /** The class of every NativeHandle (for `instanceof`; made natively only). */
-  TensorHandle: abstract new () => NativeHandle;
   /** Bumps autograd's version count of each live handle whose tensor has a gradient (after an optimizer step). */
   markUpdatedInPlace(params: NativeHandle[]): void;
   fromData(data: ArrayBufferView, shape: number[], dtype: string, device: string): NativeHandle;

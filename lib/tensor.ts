@@ -85,6 +85,16 @@ function checkPresent<T>(array: readonly T[], i: number, name: string): T {
   return array[i];
 }
 
+/** Whether `value` looks like a native tensor handle (the addon itself checks its type tag on every call). */
+function isNativeHandle(value: unknown): value is NativeHandle {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as NativeHandle).isDisposed === 'function' &&
+    typeof (value as NativeHandle).identity === 'function'
+  );
+}
+
 /** A scalar or a tensor operand. */
 function operand(other: unknown, name: string): NativeHandle | number {
   if (typeof other === 'number') return other;
@@ -97,7 +107,8 @@ export class Tensor {
 
   /** @internal Use the factories (`tensor`, `zeros`, ...) to make tensors. */
   constructor(handle: NativeHandle) {
-    if (!(handle instanceof native.TensorHandle)) {
+    // By shape, not instanceof: a second copy of the addon in the same thread defines its own TensorHandle class.
+    if (!isNativeHandle(handle)) {
       throw new TypeError(
         `new Tensor() takes a native tensor handle, got ${describe(handle)}: make tensors with tensor(), zeros(), ones(), randn() or randint()`,
       );
@@ -131,23 +142,26 @@ export class Tensor {
 
   /** @internal The cached sizes themselves, not a copy: for argument checks, which never modify them. */
   get sizes(): readonly number[] {
-    if (own(this, 'shape').#disposed) throwDisposed();
-    return (this.#shape ??= own(this, 'sizes').handle.shape());
+    const self = own(this, 'shape');
+    if (self.#disposed) throwDisposed();
+    return (self.#shape ??= self.handle.shape());
   }
 
   get dtype(): DType {
-    if (own(this, 'dtype').#disposed) throwDisposed();
-    return (this.#dtype ??= own(this, 'dtype').handle.dtype() as DType);
+    const self = own(this, 'dtype');
+    if (self.#disposed) throwDisposed();
+    return (self.#dtype ??= self.handle.dtype() as DType);
   }
 
   /** 'cpu', 'cuda:0', ... */
   get device(): string {
-    if (own(this, 'device').#disposed) throwDisposed();
-    if (this.#deviceAt !== deviceMoves) {
-      this.#device = own(this, 'device').handle.device();
-      this.#deviceAt = deviceMoves;
+    const self = own(this, 'device');
+    if (self.#disposed) throwDisposed();
+    if (self.#deviceAt !== deviceMoves) {
+      self.#device = self.handle.device();
+      self.#deviceAt = deviceMoves;
     }
-    return this.#device as string;
+    return self.#device as string;
   }
 
   /** Number of elements. */

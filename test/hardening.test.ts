@@ -2,7 +2,8 @@
  * The hard edges: inputs and states that used to abort the process, give silently wrong results or fail with an
  * unclear message. Each must now end in a clear error naming what is wrong, or in the right answer.
  *
- * The TorchScript fixtures (modules returning sparse, nested, MKL-DNN, complex, quantized and int8 tensors, a dict
+ * The TorchScript fixtures (modules returning sparse, nested, MKL-DNN, complex, quantized and int8 tensors, one
+ * with sparse gradients, a dict
  * with a "__proto__" key, an in-place mul_) and PyTorch's gradient for a fixed case are made at test time by
  * test/helpers/hardening-fixtures.py with the Python whose torch matches the addon's LibTorch.
  */
@@ -89,11 +90,12 @@ describeWithTorch('unsupported tensors from a TorchScript module are refused by 
     ['quantized toArray', 'a tensor of dtype torch.quint8'],
     ['int8 toArray', 'a tensor of dtype torch.int8'],
     ['raw sparse', 'a tensor of layout Sparse'],
+    ['sparse grad toArray', 'a tensor of layout Sparse', 'grad'],
     ['raw complex', 'a tensor of dtype torch.complex64'],
-  ])('%s: TypeError naming the output and what it is', (name, what) => {
+  ])('%s: TypeError naming where it came from and what it is', (name, what, source = "forward's output") => {
     expect(lines.get(name)).toEqual({
       name: 'TypeError',
-      message: expect.stringContaining(`forward's output is ${what}, which this package does not support`),
+      message: expect.stringContaining(`${source} is ${what}, which this package does not support`),
     });
   });
 });

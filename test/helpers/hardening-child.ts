@@ -67,6 +67,14 @@ const cases: [string, () => unknown][] = [
         .forward(bce.ones([2, 3]))
         .toArray(),
   ],
+  [
+    'sparse grad toArray',
+    () => {
+      const model = bce.jit.load(path.join(dir, 'sparse_grad.pt'));
+      model.forward(bce.tensor([0, 2], { dtype: 'int64' })).backward();
+      return model.parameters()[0].grad?.toArray();
+    },
+  ],
   // The raw addon, without the facade: refused natively all the same.
   ['raw sparse', () => rawLoad(path.join(dir, 'sparse.pt')).forward(bce.ones([2, 3]).handle)],
   ['raw complex', () => rawLoad(path.join(dir, 'complex.pt')).forward(bce.ones([1]).handle)],

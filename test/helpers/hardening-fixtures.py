@@ -2,7 +2,7 @@
 
   unsupported outputs (each forward(x) returns one tensor this package refuses): sparse.pt (COO layout),
   nested.pt (a nested tensor), mkldnn.pt (MKL-DNN layout), complex.pt (complex64), quantized.pt (quint8),
-  int8.pt (int8);
+  int8.pt (int8); sparse_grad.pt: an embedding with sparse gradients (forward(indices) sums its rows);
   proto_dict.pt: forward(x) returns {"__proto__": x, "a": x * 2};
   inplace_mul.pt: forward(x) multiplies x by 2 in place and returns it;
   gradient.json: PyTorch's bootstrapped cross-entropy (p = 0.5, mean over the 16 hardest of 32 pixels) and its
@@ -49,6 +49,15 @@ class Int8(torch.nn.Module):
         return x.to(torch.int8)
 
 
+class SparseGrad(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embedding = torch.nn.Embedding(4, 2, sparse=True)
+
+    def forward(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.embedding(indices).sum()
+
+
 class ProtoDict(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         return {"__proto__": x, "a": x * 2}
@@ -68,6 +77,7 @@ def main() -> None:
         "complex": Complex,
         "quantized": Quantized,
         "int8": Int8,
+        "sparse_grad": SparseGrad,
         "proto_dict": ProtoDict,
         "inplace_mul": InplaceMul,
     }

@@ -3,9 +3,9 @@
  * unclear message. Each must now end in a clear error naming what is wrong, or in the right answer.
  *
  * The TorchScript fixtures (modules returning sparse, nested, MKL-DNN, complex, quantized and int8 tensors, one
- * with sparse gradients, a dict
- * with a "__proto__" key, an in-place mul_) and PyTorch's gradient for a fixed case are made at test time by
- * test/helpers/hardening-fixtures.py with the Python whose torch matches the addon's LibTorch.
+ * with sparse gradients, a dict with a "__proto__" key, an in-place mul_) and PyTorch's gradient for a fixed case
+ * are made at test time by test/helpers/hardening-fixtures.py with the Python whose torch matches the addon's
+ * LibTorch.
  */
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';

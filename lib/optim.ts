@@ -221,8 +221,9 @@ export abstract class Optimizer {
   /** Updates every parameter from its gradient (parameters without a gradient are skipped). */
   step(): void {
     own(this, 'step').native.step();
-    // LibTorch's C++ optimizers leave autograd's version count as it was: bumped here, a graph that saved a
-    // parameter before this step fails in backward() as in PyTorch instead of giving gradients of old values.
+    // LibTorch's C++ SGD leaves autograd's version count as it was (cpp/functions/autograd.cc): bumped here, a graph
+    // that saved a parameter before this step fails in backward() as in PyTorch instead of giving gradients of old
+    // values.
     native.markUpdatedInPlace(this.params.map((p) => p.handle));
   }
 

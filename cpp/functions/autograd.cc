@@ -9,10 +9,10 @@ namespace bce {
 namespace {
 
 // markUpdatedInPlace(params: TensorHandle[]): tells autograd that each parameter with a gradient (those an
-// optimizer step updates) was changed in place. LibTorch's C++ optimizers write through .data(), which leaves the
-// version counter as it was, so a graph that saved a parameter before the step (a retained graph, a loss computed
-// before the step and backpropagated after) would get gradients of values that no longer exist without a word;
-// with the count bumped, its backward() fails as in PyTorch, whose optimizers bump it.
+// optimizer step updates) was changed in place. LibTorch's C++ SGD updates through .data(), which leaves the
+// version counter as it was (its Adam and AdamW bump it; once more does no harm), so a graph that saved a parameter
+// before the step (a retained graph, a loss computed before the step and backpropagated after) would get gradients
+// of values that no longer exist without a word; with the count bumped, its backward() fails as in PyTorch.
 Napi::Value MarkUpdatedInPlace(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsArray()) ThrowType(env, "params must be an array of Tensors");

@@ -17,7 +17,10 @@ function wrapOutput(value: unknown): ModuleOutput {
   if (Array.isArray(value)) return value.map(wrapOutput);
   if (typeof (value as NativeHandle).isDisposed === 'function') return new Tensor(value as NativeHandle);
   const out: { [key: string]: ModuleOutput } = {};
-  for (const [key, item] of Object.entries(value)) out[key] = wrapOutput(item);
+  // Defined, not assigned: a dict key "__proto__" is a property like any other, not the object's prototype.
+  for (const [key, item] of Object.entries(value)) {
+    Object.defineProperty(out, key, { value: wrapOutput(item), enumerable: true, writable: true, configurable: true });
+  }
   return out;
 }
 
@@ -42,40 +45,40 @@ export class Module {
    * dicts as objects. The type parameter only narrows the declared type (default Tensor); it is not checked.
    */
   forward<T extends ModuleOutput = Tensor>(...inputs: Tensor[]): T {
-    this.live();
+    own(this, 'forward').live();
     const handles = inputs.map((input, i) => checkTensor(input, `inputs[${i}]`).handle);
     return wrapOutput(this.native.forward(...handles)) as T;
   }
 
   /** The trainable parameters (recursively), as Tensors sharing the module's own tensors. */
   parameters(): Tensor[] {
-    this.live();
+    own(this, 'parameters').live();
     return this.native.parameters().map((handle) => new Tensor(handle));
   }
 
   /** `[name, tensor]` pairs with PyTorch's dotted names ('conv1.weight'), in the module's order. */
   namedParameters(): [string, Tensor][] {
-    this.live();
+    own(this, 'namedParameters').live();
     return this.native.namedParameters().map(([name, handle]) => [name, new Tensor(handle)] as [string, Tensor]);
   }
 
   /** Training mode (dropout, batch-norm statistics), for this module and its children. Returns this. */
   train(on = true): this {
-    this.live();
+    own(this, 'train').live();
     this.native.train(checkBoolean(on, 'on'));
     return this;
   }
 
   /** Evaluation mode: `train(false)`. Returns this. */
   eval(): this {
-    this.live();
+    own(this, 'eval').live();
     this.native.eval();
     return this;
   }
 
   /** Whether the module is in training mode. */
   get training(): boolean {
-    this.live();
+    own(this, 'training').live();
     return this.native.isTraining();
   }
 
@@ -84,7 +87,7 @@ export class Module {
    * and optimizers built on them follow. Returns this.
    */
   to(device: string): this {
-    this.live();
+    own(this, 'to').live();
     checkDevice(device, 'device');
     checkCudaAvailable(device);
     this.native.to(device);
@@ -94,7 +97,7 @@ export class Module {
 
   /** Saves the module (code and current parameters) as TorchScript, loadable by `jit.load` and `torch.jit.load`. */
   save(path: string): void {
-    this.live();
+    own(this, 'save').live();
     if (typeof path !== 'string' || path.length === 0)
       throw new TypeError(`path must be a non-empty string, got ${describe(path)}`);
     this.native.save(path);
@@ -102,7 +105,7 @@ export class Module {
 
   /** Frees the module now (its parameters live on while Tensors from `parameters()` hold them). */
   dispose(): void {
-    this.native.dispose();
+    own(this, 'dispose').native.dispose();
   }
 
   /** What `console.log` shows: the parameter count, the training flag and the parameters' device. */
@@ -116,7 +119,7 @@ export class Module {
   }
 
   get isDisposed(): boolean {
-    return this.native.isDisposed();
+    return own(this, 'isDisposed').native.isDisposed();
   }
 
   [Symbol.dispose](): void {
@@ -128,6 +131,13 @@ export class Module {
   }
 }
 
+/** `self` as a Module, for a method called on it (a foreign `this` is refused with the method's name). */
+function own(self: unknown, method: string): Module {
+  if (!(self instanceof Module))
+    throw new TypeError(`Module.${method} was called on ${describe(self)}, which is not a Module`);
+  return self;
+}
+
 /** Loads a TorchScript module saved by PyTorch (`torch.jit.save`) or by `Module.save`. */
 export function load(path: string, options?: LoadOptions): Module {
   if (typeof path !== 'string' || path.length === 0)
@@ -136,6 +146,9 @@ export function load(path: string, options?: LoadOptions): Module {
   const device = o.device === undefined ? 'cpu' : checkDevice(o.device, 'device');
   checkCudaAvailable(device);
   if (!fs.existsSync(path)) throw new Error(`path: no such file '${path}'`);
+  if (fs.statSync(path).isDirectory()) {
+    throw new TypeError(`path '${path}' is a directory: jit.load needs a TorchScript file (saved by torch.jit.save)`);
+  }
   return new Module(native.ModuleHandle.load(path, device));
 }
 

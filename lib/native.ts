@@ -26,6 +26,8 @@ export interface NativeHandle {
   mul(other: NativeHandle | number): NativeHandle;
   div(other: NativeHandle | number): NativeHandle;
   backward(gradient?: NativeHandle, retainGraph?: boolean): void;
+  /** Equal for two handles on the same tensor (the same TensorImpl) while it lives. */
+  identity(): bigint;
   dispose(): void;
   isDisposed(): boolean;
 }
@@ -108,6 +110,8 @@ export interface NativeAddon {
    * empty handle holding no tensor, whose methods throw (the fuzzer passes one as a bad argument).
    */
   TensorHandle: { new (): NativeHandle; prototype: NativeHandle };
+  /** Bumps autograd's version count of each live handle whose tensor has a gradient (after an optimizer step). */
+  markUpdatedInPlace(params: NativeHandle[]): void;
   fromData(data: ArrayBufferView, shape: number[], dtype: string, device: string): NativeHandle;
   zeros(shape: number[], dtype: string, device: string): NativeHandle;
   ones(shape: number[], dtype: string, device: string): NativeHandle;

@@ -94,14 +94,20 @@ function checkParams(params: unknown): Tensor[] {
   }
   const list = Array.from(params as Iterable<unknown>);
   if (list.length === 0) throw new RangeError('params must hold at least one Tensor, got an empty list');
-  const seen = new Map<unknown, number>();
+  // Keyed by the native tensor, not the handle: two handles on one parameter (module.parameters() called twice)
+  // are the same tensor, which would share its state and be updated twice per step (PyTorch refuses this too).
+  const seen = new Map<bigint, number>();
   return list.map((p, i) => {
     const t = checkTensor(p, `params[${i}]`);
     if (!isFloating(t.dtype)) throw new TypeError(`params[${i}] must be a floating-point tensor, got ${t.dtype}`);
-    // The same tensor twice would share its state and be updated twice per step.
-    if (seen.has(t))
-      throw new RangeError(`params[${i}] is the same Tensor as params[${seen.get(t)}]; pass each parameter once`);
-    seen.set(t, i);
+    const identity = t.handle.identity();
+    const first = seen.get(identity);
+    if (first !== undefined) {
+      throw new RangeError(
+        `params[${i}] is the same tensor as params[${first}] (a duplicate parameter, perhaps through another handle on it); pass each parameter once`,
+      );
+    }
+    seen.set(identity, i);
     return t;
   });
 }
@@ -157,6 +163,14 @@ function checkAdamOptions(options: unknown, all: boolean, defaultWeightDecay: nu
   return out;
 }
 
+/** `self` as an Optimizer, for a method called on it (a foreign `this` is refused with the method's name). */
+function own(self: unknown, method: string): Optimizer {
+  if (!(self instanceof Optimizer)) {
+    throw new TypeError(`Optimizer.${method} was called on ${describe(self)}, which is not an Optimizer`);
+  }
+  return self;
+}
+
 const STATE_TENSORS = ['momentumBuffer', 'expAvg', 'expAvgSq', 'maxExpAvgSq'] as const;
 
 /** What SGD, Adam and AdamW share. */
@@ -187,7 +201,11 @@ export abstract class Optimizer {
 
   /** Updates every parameter from its gradient (parameters without a gradient are skipped). */
   step(): void {
-    this.native.step();
+    own(this, 'step').native.step();
+    // LibTorch's C++ SGD leaves autograd's version count as it was (cpp/functions/autograd.cc): bumped here, a graph
+    // that saved a parameter before this step fails in backward() as in PyTorch instead of giving gradients of old
+    // values.
+    native.markUpdatedInPlace(this.params.map((p) => p.handle));
   }
 
   /**
@@ -195,32 +213,35 @@ export abstract class Optimizer {
    * `param.grad` is null; false zeroes them in place.
    */
   zeroGrad(setToNone = true): void {
-    this.native.zeroGrad(checkBoolean(setToNone, 'setToNone'));
+    own(this, 'zeroGrad').native.zeroGrad(checkBoolean(setToNone, 'setToNone'));
   }
 
   /** The learning rate; settable, e.g. by a schedule between steps. */
   get lr(): number {
-    return this.native.options().lr;
+    return own(this, 'lr').native.options().lr;
   }
 
   set lr(value: number) {
-    this.native.setOptions({ lr: checkPositive(value, 'lr') });
+    own(this, 'lr').native.setOptions({ lr: checkPositive(value, 'lr') });
   }
 
   /** The hyperparameters in effect. */
   get options(): Required<SGDOptions> | Required<AdamOptions> {
-    return this.native.options();
+    return own(this, 'options').native.options();
   }
 
   /** A snapshot of the hyperparameters and the per-parameter state (copies), for `loadStateDict`. */
   stateDict(): OptimizerStateDict {
-    const state = this.native.state().map((entry) => {
-      if (entry === null) return null;
-      const out: ParamState = {};
-      if (typeof entry.step === 'number') out.step = entry.step;
-      for (const key of STATE_TENSORS) if (entry[key] !== undefined) out[key] = new Tensor(entry[key] as NativeHandle);
-      return out;
-    });
+    const state = own(this, 'stateDict')
+      .native.state()
+      .map((entry) => {
+        if (entry === null) return null;
+        const out: ParamState = {};
+        if (typeof entry.step === 'number') out.step = entry.step;
+        for (const key of STATE_TENSORS)
+          if (entry[key] !== undefined) out[key] = new Tensor(entry[key] as NativeHandle);
+        return out;
+      });
     return { kind: this.kind, options: this.options, state };
   }
 
@@ -230,6 +251,7 @@ export abstract class Optimizer {
    * The tensors are copied.
    */
   loadStateDict(stateDict: OptimizerStateDict): void {
+    own(this, 'loadStateDict');
     const sd = checkOptions<OptimizerStateDict>(stateDict, 'stateDict', STATE_DICT_NAMES);
     if (sd.kind !== this.kind)
       throw new TypeError(`stateDict.kind is ${describe(sd.kind)} but this optimizer is '${this.kind}'`);
@@ -240,6 +262,8 @@ export abstract class Optimizer {
         `stateDict.state has ${sd.state.length} entries but this optimizer has ${this.params.length} parameters`,
       );
     }
+    // amsgrad as it will be after the load: its step reads maxExpAvgSq, which LibTorch would find missing only then.
+    const amsgrad = this.kind !== 'sgd' && ((options as AdamOptions).amsgrad ?? (this.options as AdamOptions).amsgrad);
     const entries = sd.state.map((entry, i) => {
       if (entry === null || entry === undefined) return null;
       const e = checkOptions<ParamState>(entry, `stateDict.state[${i}]`, PARAM_STATE_NAMES);
@@ -249,6 +273,11 @@ export abstract class Optimizer {
         for (const key of ['expAvg', 'expAvgSq'] as const) {
           if (!isTensor(e[key]))
             throw new TypeError(`stateDict.state[${i}].${key} must be a Tensor, got ${describe(e[key])}`);
+        }
+        if (amsgrad && !isTensor(e.maxExpAvgSq)) {
+          throw new TypeError(
+            `stateDict.state[${i}].maxExpAvgSq must be a Tensor (amsgrad is on: its step needs the running maximum), got ${describe(e.maxExpAvgSq)}`,
+          );
         }
       }
       for (const key of STATE_TENSORS) {

@@ -11,6 +11,7 @@ import { noteTensorCreated } from './memory-watch';
 import { track } from './scope';
 import {
   checkBoolean,
+  DEVICE_PATTERN,
   checkDevice,
   checkInteger,
   checkOneOf,
@@ -70,6 +71,31 @@ function looksCloned(value: unknown): boolean {
   );
 }
 
+/**
+ * `self` as a Tensor, for a method or getter called on it: `Tensor.prototype.sum.call({})` and the like are
+ * refused with the method's name instead of failing on a missing field inside.
+ */
+function own(self: unknown, method: string): Tensor {
+  if (!isTensor(self)) throw new TypeError(`Tensor.${method} was called on ${describe(self)}, which is not a Tensor`);
+  return self;
+}
+
+/** `array[i]`, refusing a hole (`[1, , 3]`: an index the array skips, which forEach and map pass over). */
+function checkPresent<T>(array: readonly T[], i: number, name: string): T {
+  if (!(i in array)) throw new TypeError(`${name}[${i}] is missing: the array has a hole there (e.g. [1, , 3])`);
+  return array[i];
+}
+
+/** Whether `value` looks like a native tensor handle (the addon itself checks its type tag on every call). */
+function isNativeHandle(value: unknown): value is NativeHandle {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as NativeHandle).isDisposed === 'function' &&
+    typeof (value as NativeHandle).identity === 'function'
+  );
+}
+
 /** A scalar or a tensor operand. */
 function operand(other: unknown, name: string): NativeHandle | number {
   if (typeof other === 'number') return other;
@@ -88,6 +114,12 @@ export class Tensor {
 
   /** @internal Use the factories (`tensor`, `zeros`, ...) to make tensors. */
   constructor(handle: NativeHandle) {
+    // By shape, not instanceof: a second copy of the addon in the same thread defines its own TensorHandle class.
+    if (!isNativeHandle(handle)) {
+      throw new TypeError(
+        `new Tensor() takes a native tensor handle, got ${describe(handle)}: make tensors with tensor(), zeros(), ones(), randn() or randint()`,
+      );
+    }
     this.handle = handle;
     // Non-enumerable: a spread copy ({ ...t }) does not carry it.
     Object.defineProperty(this, TENSOR_TAG, { value: true });
@@ -107,46 +139,50 @@ export class Tensor {
 
   /** @internal Whether dispose() was called on this object. */
   get disposedHere(): boolean {
-    return this.#disposed;
+    return own(this, 'disposedHere').#disposed;
   }
 
   /** Sizes of each dimension. */
   get shape(): number[] {
-    return this.sizes.slice();
+    return own(this, 'shape').sizes.slice();
   }
 
   /** @internal The cached sizes themselves, not a copy: for argument checks, which never modify them. */
   get sizes(): readonly number[] {
-    if (this.#disposed) throwDisposed();
-    return (this.#shape ??= this.handle.shape());
+    const self = own(this, 'shape');
+    if (self.#disposed) throwDisposed();
+    return (self.#shape ??= self.handle.shape());
   }
 
   get dtype(): DType {
-    if (this.#disposed) throwDisposed();
-    return (this.#dtype ??= this.handle.dtype() as DType);
+    const self = own(this, 'dtype');
+    if (self.#disposed) throwDisposed();
+    return (self.#dtype ??= self.handle.dtype() as DType);
   }
 
   /** 'cpu', 'cuda:0', ... */
   get device(): string {
-    if (this.#disposed) throwDisposed();
-    if (this.#deviceAt !== deviceMoves) {
-      this.#device = this.handle.device();
-      this.#deviceAt = deviceMoves;
+    const self = own(this, 'device');
+    if (self.#disposed) throwDisposed();
+    if (self.#deviceAt !== deviceMoves) {
+      self.#device = self.handle.device();
+      self.#deviceAt = deviceMoves;
     }
-    return this.#device as string;
+    return self.#device as string;
   }
 
   /** Number of elements. */
   get numel(): number {
-    return this.handle.numel();
+    return own(this, 'numel').handle.numel();
   }
 
   /** Whether autograd records operations on this tensor (floating dtypes only). */
   get requiresGrad(): boolean {
-    return this.handle.requiresGrad();
+    return own(this, 'requiresGrad').handle.requiresGrad();
   }
 
   set requiresGrad(flag: boolean) {
+    own(this, 'requiresGrad');
     checkBoolean(flag, 'requiresGrad');
     if (flag && !isFloating(this.dtype)) {
       throw new TypeError(`requiresGrad needs a floating-point tensor, this one is ${this.dtype}`);
@@ -156,22 +192,23 @@ export class Tensor {
 
   /** The gradient accumulated by `backward()`, or null. A new handle on the same memory. */
   get grad(): Tensor | null {
-    const grad = this.handle.grad();
+    const grad = own(this, 'grad').handle.grad();
     return grad === null ? null : new Tensor(grad);
   }
 
   get isDisposed(): boolean {
-    return this.handle.isDisposed();
+    return own(this, 'isDisposed').handle.isDisposed();
   }
 
   /** A copy of the elements on the host, in row-major order. float16/bfloat16 come back as Float32Array,
    * int64 as BigInt64Array, bool as Uint8Array. */
   toArray(): TypedArray {
-    return this.handle.toArray();
+    return own(this, 'toArray').handle.toArray();
   }
 
   /** The value of a one-element tensor as a number (a boolean for bool tensors). */
   item(): number {
+    own(this, 'item');
     if (this.numel !== 1)
       throw new RangeError(`item() needs a tensor with exactly one element, this one has ${this.numel}`);
     return this.handle.item() as number;
@@ -179,50 +216,58 @@ export class Tensor {
 
   /** A copy on another device ('cpu', 'cuda', 'cuda:N') or converted to another dtype. */
   to(target: string): Tensor {
+    own(this, 'to');
     if (typeof target !== 'string')
       throw new TypeError(`to: target must be a device or a dtype name, got ${describe(target)}`);
     if ((DTYPES as readonly string[]).includes(target)) return new Tensor(this.handle.to(target));
-    checkDevice(target, 'device');
+    // A malformed device ('cuda:x') is named as one; anything else may have been meant as either.
+    if (/^(cpu|cuda)/.test(target)) checkDevice(target, 'device');
+    if (!DEVICE_PATTERN.test(target)) {
+      throw new TypeError(
+        `to: target ${describe(target)} is neither a dtype (${DTYPES.map((d) => `'${d}'`).join(', ')}) nor a device ('cpu', 'cuda', 'cuda:N')`,
+      );
+    }
     checkCudaAvailable(target);
     return new Tensor(this.handle.to(target));
   }
 
   /** The same data, cut from the autograd graph. */
   detach(): Tensor {
-    return new Tensor(this.handle.detach());
+    return new Tensor(own(this, 'detach').handle.detach());
   }
 
   /** Same elements, new shape (one size may be -1). */
   reshape(shape: number[]): Tensor {
+    own(this, 'reshape');
     if (!Array.isArray(shape)) throw new TypeError(`shape must be an array of integers, got ${describe(shape)}`);
-    shape.forEach((size, i) => checkInteger(size, `shape[${i}]`, -1));
+    for (let i = 0; i < shape.length; i++) checkInteger(checkPresent(shape, i, 'shape'), `shape[${i}]`, -1);
     return new Tensor(this.handle.reshape(shape));
   }
 
   /** Sum of all elements, or over the dimensions `dim`. */
   sum(dim?: number[], keepdim = false): Tensor {
-    return new Tensor(this.handle.sum(...reductionArgs(dim, keepdim)));
+    return new Tensor(own(this, 'sum').handle.sum(...reductionArgs(dim, keepdim)));
   }
 
   /** Mean of all elements, or over the dimensions `dim`. */
   mean(dim?: number[], keepdim = false): Tensor {
-    return new Tensor(this.handle.mean(...reductionArgs(dim, keepdim)));
+    return new Tensor(own(this, 'mean').handle.mean(...reductionArgs(dim, keepdim)));
   }
 
   add(other: Tensor | number): Tensor {
-    return new Tensor(this.handle.add(operand(other, 'other')));
+    return new Tensor(own(this, 'add').handle.add(operand(other, 'other')));
   }
 
   sub(other: Tensor | number): Tensor {
-    return new Tensor(this.handle.sub(operand(other, 'other')));
+    return new Tensor(own(this, 'sub').handle.sub(operand(other, 'other')));
   }
 
   mul(other: Tensor | number): Tensor {
-    return new Tensor(this.handle.mul(operand(other, 'other')));
+    return new Tensor(own(this, 'mul').handle.mul(operand(other, 'other')));
   }
 
   div(other: Tensor | number): Tensor {
-    return new Tensor(this.handle.div(operand(other, 'other')));
+    return new Tensor(own(this, 'div').handle.div(operand(other, 'other')));
   }
 
   /**
@@ -231,6 +276,7 @@ export class Tensor {
    * `backward(gradient, { retainGraph: true })`.
    */
   backward(gradient?: Tensor | BackwardOptions, options?: BackwardOptions): void {
+    own(this, 'backward');
     let opts = options;
     let grad: Tensor | undefined;
     if (
@@ -257,21 +303,31 @@ export class Tensor {
             '{ retainGraph: true } to the first backward() to go through the same graph again',
         );
       }
+      // LibTorch's version check: a tensor the graph saved (e.g. the logits, which the fused loss reads again in
+      // backward) was changed in place after the forward; its gradient would be that of other values.
+      if (/modified by an inplace operation/.test(String((error as Error | undefined)?.message))) {
+        throw new Error(
+          'backward(): a tensor this graph saved was changed in place after the forward (an optimizer step on it, ' +
+            'or an in-place operation such as a TorchScript mul_), so its gradient would be wrong: compute the ' +
+            `forward again after the change. (LibTorch: ${String((error as Error).message).split('\n')[0]})`,
+        );
+      }
       throw error;
     }
   }
 
   /** Frees the native tensor now. Safe to call twice; using the tensor afterwards throws. */
   dispose(): void {
-    this.handle.dispose();
+    own(this, 'dispose').handle.dispose();
     this.#disposed = true;
   }
 
   [Symbol.dispose](): void {
-    this.dispose();
+    own(this, 'dispose').dispose();
   }
 
   toString(): string {
+    own(this, 'toString');
     return this.isDisposed
       ? 'Tensor(disposed)'
       : `Tensor(shape=[${this.shape}], dtype=${this.dtype}, device=${this.device})`;
@@ -283,6 +339,7 @@ export class Tensor {
    * tensor to the host just to print six numbers).
    */
   [inspect.custom](): string {
+    own(this, 'inspect');
     if (this.isDisposed) return 'Tensor(disposed)';
     const head = `Tensor(shape=[${this.shape.join(', ')}], dtype=${this.dtype}, device=${this.device}${this.requiresGrad ? ', requiresGrad=true' : ''})`;
     const numel = this.shape.reduce((a, b) => a * b, 1);
@@ -305,7 +362,7 @@ const PREVIEW_LIMIT = 100_000;
 function reductionArgs(dim: number[] | undefined, keepdim: boolean): [number[]?, boolean?] {
   if (dim === undefined) return [];
   if (!Array.isArray(dim)) throw new TypeError(`dim must be an array of integers, got ${describe(dim)}`);
-  dim.forEach((d, i) => checkInteger(d, `dim[${i}]`));
+  for (let i = 0; i < dim.length; i++) checkInteger(checkPresent(dim, i, 'dim'), `dim[${i}]`);
   return [dim, checkBoolean(keepdim, 'keepdim')];
 }
 
@@ -391,7 +448,7 @@ function flatten(data: NestedArray): { values: (number | boolean)[]; shape: numb
         `data${where} must be an array of length ${shape[depth]} (nested arrays must be rectangular)`,
       );
     }
-    node.forEach((child, i) => walk(child, depth + 1, `${where}[${i}]`));
+    for (let i = 0; i < node.length; i++) walk(checkPresent(node, i, `data${where}`), depth + 1, `${where}[${i}]`);
   };
   walk(data, 0, '');
   return { values, shape, booleans: booleans && values.length > 0 };

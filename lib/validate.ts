@@ -110,18 +110,21 @@ export function checkShape(value: unknown, name: string): number[] {
     throw new TypeError(`${name} must be an array of non-negative integers, got ${describe(value)}`);
   if (value.length > 16) throw new RangeError(`${name} may have at most 16 dimensions, got ${value.length}`);
   let product = 1;
-  value.forEach((size, i) => {
+  // An index loop, not forEach: forEach skips a hole ([2, , 3]), which must be refused by name.
+  for (let i = 0; i < value.length; i++) {
+    if (!(i in value)) throw new TypeError(`${name}[${i}] is missing: the array has a hole there (e.g. [2, , 3])`);
+    const size: unknown = value[i];
     if (typeof size !== 'number') throw new TypeError(`${name}[${i}] must be an integer, got ${describe(size)}`);
     if (!Number.isSafeInteger(size) || size < 0) {
       throw new RangeError(`${name}[${i}] must be a non-negative integer, got ${describe(size)}`);
     }
     product *= size;
-  });
+  }
   if (!Number.isSafeInteger(product)) throw new RangeError(`${name} describes more than 2^53 elements`);
   return value.slice();
 }
 
-const DEVICE_PATTERN = /^(cpu|cuda(:\d{1,3})?)$/;
+export const DEVICE_PATTERN = /^(cpu|cuda(:\d{1,3})?)$/;
 
 export function checkDevice(value: unknown, name: string): string {
   if (typeof value !== 'string' || !DEVICE_PATTERN.test(value)) {

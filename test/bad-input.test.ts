@@ -54,6 +54,13 @@ class CustomScheduleError extends Error {
 const thrownBySchedule = new CustomScheduleError();
 const thrownByReduction = new Error('reduction exploded');
 
+/** `values` with a hole at index 1 ([a, , c]; the linter refuses such literals). */
+function withHole(values: number[]): number[] {
+  const array = values.slice();
+  delete array[1];
+  return array;
+}
+
 // Fixtures: valid except for the one thing each row breaks. Recreated before each row.
 let x: bce.Tensor;
 let y: bce.Tensor;
@@ -76,6 +83,7 @@ const rows: Row[] = [
   { call: 'tensor(new Int16Array(3))', what: 'unsupported typed array', name: 'TypeError', message: 'data must be a Float32Array', run: () => tensor(new Int16Array(3) as never) },
   { call: "tensor([1, 'a'])", what: 'a string element', name: 'TypeError', message: 'data[1] must be a number or boolean', run: () => tensor([1, 'a'] as never) },
   { call: 'tensor([[1, 2], [3]])', what: 'ragged nested arrays', name: 'RangeError', message: 'data[1] must be an array of length 2', run: () => tensor([[1, 2], [3]]) },
+  { call: 'tensor([1, , 3])', what: 'a hole in the data', name: 'TypeError', message: 'data[1] is missing: the array has a hole there', run: () => tensor(withHole([1, 2, 3])) },
   { call: 'tensor([1, 2, 3], { shape: [2, 2] })', what: 'shape does not match the data', name: 'RangeError', message: 'shape [2,2] holds 4 elements but data has 3', run: () => tensor([1, 2, 3], { shape: [2, 2] }) },
   { call: "tensor([1.5], { dtype: 'int64' })", what: 'fractional value for an integer dtype', name: 'RangeError', message: 'dtype int64 needs integers', run: () => tensor([1.5], { dtype: 'int64' }) },
   { call: "tensor([300], { dtype: 'uint8' })", what: 'a value uint8 cannot hold (would wrap to 44)', name: 'RangeError', message: 'data (flattened)[0] is 300, outside the range of uint8 [0, 255]', run: () => tensor([300], { dtype: 'uint8' }) },
@@ -92,6 +100,7 @@ const rows: Row[] = [
   { call: 'zeros([Infinity])', what: 'infinite size', name: 'RangeError', message: 'shape[0] must be a non-negative integer, got Infinity', run: () => zeros([Infinity]) },
   { call: 'zeros([-1])', what: 'negative size', name: 'RangeError', message: 'shape[0] must be a non-negative integer, got -1', run: () => zeros([-1]) },
   { call: 'zeros([1.5])', what: 'fractional size', name: 'RangeError', message: 'shape[0] must be a non-negative integer, got 1.5', run: () => zeros([1.5]) },
+  { call: 'zeros([2, , 3])', what: 'a hole in the shape', name: 'TypeError', message: 'shape[1] is missing: the array has a hole there', run: () => zeros(withHole([2, 2, 3])) },
   { call: 'zeros(new Array(17).fill(1))', what: 'too many dimensions', name: 'RangeError', message: 'shape may have at most 16 dimensions', run: () => zeros(new Array(17).fill(1)) },
   { call: 'zeros([2 ** 40, 2 ** 40])', what: 'enormous size (more than 2^53 elements)', name: 'RangeError', message: 'shape describes more than 2^53 elements', run: () => zeros([2 ** 40, 2 ** 40]) },
   { call: 'ones([2 ** 24, 2 ** 24])', what: 'an allocation that cannot succeed (1 PiB)', name: 'RangeError', message: 'ones: shape [16777216,16777216] of float32 needs 1125899906842624 bytes, which could not be allocated (out of memory)', run: () => ones([2 ** 24, 2 ** 24]) },
@@ -111,6 +120,7 @@ const rows: Row[] = [
   // ---- Tensor methods ----
   { call: "t.to('cuda')", what: 'CUDA on a machine without it', name: 'Error', message: "device 'cuda' requested, but CUDA is not available", run: () => x.to('cuda') },
   { call: "t.to('cuda:x')", what: 'malformed device', name: 'TypeError', message: "device must be 'cpu', 'cuda' or 'cuda:N'", run: () => x.to('cuda:x') },
+  { call: "t.to('float128')", what: 'neither a dtype nor a device', name: 'TypeError', message: 'to: target "float128" is neither a dtype', run: () => x.to('float128') },
   { call: 't.item() (32 elements)', what: 'item of a non-scalar', name: 'RangeError', message: 'item() needs a tensor with exactly one element', run: () => y.item() },
   { call: 't.reshape([5])', what: 'incompatible shape', name: 'Error', message: "shape '[5]' is invalid for input of size 96", run: () => x.reshape([5]) },
   { call: 't.sum([7])', what: 'dimension out of range', name: 'RangeError', message: 'Dimension out of range', run: () => x.sum([7]) },
@@ -118,6 +128,9 @@ const rows: Row[] = [
   { call: 't.add(randn([5]))', what: 'operands of mismatched shapes', name: 'Error', message: 'must match the size of tensor b', run: () => x.add(randn([5])) },
   { call: 't.requiresGrad = 1', what: 'requiresGrad not a boolean', name: 'TypeError', message: 'requiresGrad must be a boolean', run: () => { x.requiresGrad = 1 as never; } },
   { call: 'randint(...).requiresGrad = true', what: 'requiresGrad on an integer tensor', name: 'TypeError', message: 'requiresGrad needs a floating-point tensor', run: () => { y.requiresGrad = true; } },
+  { call: 't.mul(2).requiresGrad = false', what: 'requiresGrad = false on a non-leaf', name: 'TypeError', message: 'requiresGrad = false needs a leaf tensor; this one is a non-leaf', run: () => { x.mul(2).requiresGrad = false; } },
+  { call: 'Tensor.prototype.sum.call({})', what: 'a method called on something else', name: 'TypeError', message: 'Tensor.sum was called on an object (Object), which is not a Tensor', run: () => bce.Tensor.prototype.sum.call({} as never) },
+  { call: 'new Tensor({})', what: 'a Tensor made from something else', name: 'TypeError', message: 'new Tensor() takes a native tensor handle', run: () => new bce.Tensor({} as never) },
   { call: 't.backward() (96 elements)', what: 'backward from a non-scalar', name: 'Error', message: 'grad can be implicitly created only for scalar outputs', run: () => x.mul(2).backward() },
   { call: 'randn([1]).backward()', what: 'backward without requiresGrad', name: 'Error', message: 'does not require grad', run: () => randn([1]).backward() },
   { call: 't.shape after t.dispose()', what: 'disposed tensor', name: 'Error', message: 'the tensor was disposed and can no longer be used', run: () => { const t = randn([2]); t.dispose(); return t.shape; } },
@@ -180,7 +193,10 @@ const rows: Row[] = [
   { call: 'new BootstrappedCrossEntropy(0.5, { warmpu: 10 })', what: 'misspelt option', name: 'TypeError', message: "options has no option 'warmpu' (did you mean 'warmup'?)", run: () => new BootstrappedCrossEntropy(0.5, { warmpu: 10 } as never) },
   { call: "zeros([2], { dtpye: 'int64' })", what: 'misspelt tensor option', name: 'TypeError', message: "options has no option 'dtpye' (did you mean 'dtype'?)", run: () => zeros([2], { dtpye: 'int64' } as never) },
   { call: 'optim.SGD(params, { learningRate: 0.1 })', what: 'an option SGD does not have', name: 'TypeError', message: "options has no option 'learningRate'; its options are 'lr', 'momentum', 'dampening', 'weightDecay', 'nesterov'", run: () => new bce.optim.SGD([randn([2], { requiresGrad: true })], { learningRate: 0.1 } as never) },
+  { call: 'optim.SGD([...m.parameters(), m.parameters()[0]], { lr })', what: 'a parameter twice, through two handles', name: 'RangeError', message: 'params[8] is the same tensor as params[0]', run: () => { const m = bce.jit.load('models/segnet.pt'); return new bce.optim.SGD([...m.parameters(), m.parameters()[0]], { lr: 0.1 }); } },
+  { call: 'adam.loadStateDict(amsgrad state without maxExpAvgSq)', what: 'amsgrad state missing its running maximum', name: 'TypeError', message: 'stateDict.state[0].maxExpAvgSq must be a Tensor (amsgrad is on', run: () => new bce.optim.Adam([randn([2], { requiresGrad: true })], { amsgrad: true }).loadStateDict({ kind: 'adam', options: { amsgrad: true }, state: [{ step: 1, expAvg: zeros([2]), expAvgSq: zeros([2]) }] } as never) },
   { call: "jit.load(file, { devcie: 'cpu' })", what: 'misspelt load option', name: 'TypeError', message: "options has no option 'devcie' (did you mean 'device'?)", run: () => bce.jit.load('models/segnet.pt', { devcie: 'cpu' } as never) },
+  { call: "jit.load('models')", what: 'a directory', name: 'TypeError', message: "path 'models' is a directory", run: () => bce.jit.load('models') },
   { call: 'new BootstrappedCrossEntropy(0.5).loadStateDict({ iteration: -1 })', what: 'negative iteration in a state', name: 'RangeError', message: 'state.iteration must be an integer >= 0', run: () => new BootstrappedCrossEntropy(0.5).loadStateDict({ iteration: -1 } as never) },
   { call: 'schedules.linear(10, 5)', what: 'startWarm after endWarm', name: 'RangeError', message: 'startWarm (10) must not be greater than endWarm (5)', run: () => schedules.linear(10, 5) },
   { call: 'schedules.cosine(0, Infinity)', what: 'infinite endWarm', name: 'RangeError', message: 'endWarm must be a finite number, got Infinity', run: () => schedules.cosine(0, Infinity) },

@@ -141,12 +141,12 @@ Napi::Value ManualSeed(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void RegisterFactories(Napi::Env env, Napi::Object exports) {
-  exports.Set("fromData", Napi::Function::New<FromData>(env, "fromData"));
-  exports.Set("zeros", Napi::Function::New<Zeros>(env, "zeros"));
-  exports.Set("ones", Napi::Function::New<Ones>(env, "ones"));
-  exports.Set("randn", Napi::Function::New<Randn>(env, "randn"));
-  exports.Set("randint", Napi::Function::New<Randint>(env, "randint"));
-  exports.Set("manualSeed", Napi::Function::New<ManualSeed>(env, "manualSeed"));
+  exports.Set("fromData", Napi::Function::New<Guarded<FromData>>(env, "fromData"));
+  exports.Set("zeros", Napi::Function::New<Guarded<Zeros>>(env, "zeros"));
+  exports.Set("ones", Napi::Function::New<Guarded<Ones>>(env, "ones"));
+  exports.Set("randn", Napi::Function::New<Guarded<Randn>>(env, "randn"));
+  exports.Set("randint", Napi::Function::New<Guarded<Randint>>(env, "randint"));
+  exports.Set("manualSeed", Napi::Function::New<Guarded<ManualSeed>>(env, "manualSeed"));
 }
 
 }  // namespace bce

@@ -110,10 +110,10 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
 
 void RegisterLoss(Napi::Env env, Napi::Object exports) {
   exports.Set("bootstrappedCrossEntropy",
-              Napi::Function::New<BootstrappedCrossEntropy>(env, "bootstrappedCrossEntropy"));
+              Napi::Function::New<Guarded<BootstrappedCrossEntropy>>(env, "bootstrappedCrossEntropy"));
   exports.Set("bootstrappedBinaryCrossEntropy",
-              Napi::Function::New<BootstrappedBinaryCrossEntropy>(env, "bootstrappedBinaryCrossEntropy"));
-  exports.Set("crossEntropy", Napi::Function::New<CrossEntropy>(env, "crossEntropy"));
+              Napi::Function::New<Guarded<BootstrappedBinaryCrossEntropy>>(env, "bootstrappedBinaryCrossEntropy"));
+  exports.Set("crossEntropy", Napi::Function::New<Guarded<CrossEntropy>>(env, "crossEntropy"));
 }
 
 }  // namespace bce

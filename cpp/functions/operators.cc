@@ -262,8 +262,8 @@ Napi::Value OperatorNames(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void RegisterOperators(Napi::Env env, Napi::Object exports) {
-  exports.Set("callOperator", Napi::Function::New<CallOperator>(env, "callOperator"));
-  exports.Set("operatorNames", Napi::Function::New<OperatorNames>(env, "operatorNames"));
+  exports.Set("callOperator", Napi::Function::New<Guarded<CallOperator>>(env, "callOperator"));
+  exports.Set("operatorNames", Napi::Function::New<Guarded<OperatorNames>>(env, "operatorNames"));
 }
 
 }  // namespace bce

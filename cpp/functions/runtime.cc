@@ -5,6 +5,7 @@
 #include "napi/convert.h"
 #include "napi/errors.h"
 #include "runtime/cpu_allocator.h"
+#include "runtime/threads.h"
 
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
@@ -35,7 +36,8 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int64_t threads = ParseInteger(env, info[0], "threads");
   if (threads < 1 || threads > 4096) ThrowRange(env, "threads must be an integer from 1 to 4096");
-  Guard(env, [&] { at::set_num_threads(static_cast<int>(threads)); });
+  // Process-wide: every thread applies it on its next call into the addon (runtime/threads.h).
+  SetProcessNumThreads(static_cast<int>(threads));
   return env.Undefined();
 }
 
@@ -129,15 +131,16 @@ Napi::Value ChangeCpuBlockCacheLimit(const Napi::CallbackInfo& info) {
 
 void RegisterRuntime(Napi::Env env, Napi::Object exports) {
   InstallCpuAllocator();
-  exports.Set("cudaIsAvailable", Napi::Function::New<CudaIsAvailable>(env, "cudaIsAvailable"));
-  exports.Set("cudaDeviceCount", Napi::Function::New<CudaDeviceCount>(env, "cudaDeviceCount"));
-  exports.Set("setNumThreads", Napi::Function::New<SetNumThreads>(env, "setNumThreads"));
-  exports.Set("getNumThreads", Napi::Function::New<GetNumThreads>(env, "getNumThreads"));
-  exports.Set("info", Napi::Function::New<Info>(env, "info"));
-  exports.Set("memory", Napi::Function::New<Memory>(env, "memory"));
-  exports.Set("cpuBlockCacheInfo", Napi::Function::New<GetCpuBlockCacheInfo>(env, "cpuBlockCacheInfo"));
-  exports.Set("emptyCpuBlockCache", Napi::Function::New<ReleaseCpuBlockCache>(env, "emptyCpuBlockCache"));
-  exports.Set("setCpuBlockCacheLimit", Napi::Function::New<ChangeCpuBlockCacheLimit>(env, "setCpuBlockCacheLimit"));
+  exports.Set("cudaIsAvailable", Napi::Function::New<Guarded<CudaIsAvailable>>(env, "cudaIsAvailable"));
+  exports.Set("cudaDeviceCount", Napi::Function::New<Guarded<CudaDeviceCount>>(env, "cudaDeviceCount"));
+  exports.Set("setNumThreads", Napi::Function::New<Guarded<SetNumThreads>>(env, "setNumThreads"));
+  exports.Set("getNumThreads", Napi::Function::New<Guarded<GetNumThreads>>(env, "getNumThreads"));
+  exports.Set("info", Napi::Function::New<Guarded<Info>>(env, "info"));
+  exports.Set("memory", Napi::Function::New<Guarded<Memory>>(env, "memory"));
+  exports.Set("cpuBlockCacheInfo", Napi::Function::New<Guarded<GetCpuBlockCacheInfo>>(env, "cpuBlockCacheInfo"));
+  exports.Set("emptyCpuBlockCache", Napi::Function::New<Guarded<ReleaseCpuBlockCache>>(env, "emptyCpuBlockCache"));
+  exports.Set("setCpuBlockCacheLimit",
+              Napi::Function::New<Guarded<ChangeCpuBlockCacheLimit>>(env, "setCpuBlockCacheLimit"));
 }
 
 }  // namespace bce

@@ -2,6 +2,7 @@
 // and in any number of worker threads.
 #include <napi.h>
 
+#include "functions/autograd.h"
 #include "functions/factories.h"
 #include "functions/losses.h"
 #include "functions/operators.h"
@@ -23,6 +24,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   data->tensor_constructor = Napi::Persistent(tensor);
   exports.Set("TensorHandle", tensor);
   bce::RegisterFactories(env, exports);
+  bce::RegisterAutograd(env, exports);
   bce::RegisterRuntime(env, exports);
   bce::RegisterLoss(env, exports);
   bce::RegisterOperators(env, exports);

@@ -5,6 +5,8 @@
 
 #include <napi.h>
 
+#include "runtime/threads.h"
+
 #include <c10/util/Exception.h>
 
 #include <new>
@@ -38,6 +40,24 @@ auto Guard(Napi::Env env, Fn&& fn) -> decltype(fn()) {
   } catch (...) {
     throw Napi::Error::New(env, "unknown native error");
   }
+}
+
+// How every native entry point runs (free functions through Guarded, class methods through CallTagged in
+// tagged_method.h): under Guard, so that a LibTorch error anywhere in it, a getter or a conversion included,
+// becomes a JavaScript exception instead of aborting the process; and with the process-wide thread count applied
+// to the calling thread (runtime/threads.h).
+template <typename Fn>
+auto GuardEntry(Napi::Env env, Fn&& fn) -> decltype(fn()) {
+  return Guard(env, [&] {
+    ApplyProcessNumThreads();
+    return fn();
+  });
+}
+
+// A free function for Napi::Function::New: `Napi::Function::New<Guarded<Fn>>(env, name)`.
+template <Napi::Value (*Fn)(const Napi::CallbackInfo&)>
+Napi::Value Guarded(const Napi::CallbackInfo& info) {
+  return GuardEntry(info.Env(), [&] { return Fn(info); });
 }
 
 // An argument error detected in C++ (the JS facade checks first; this is the backstop for direct callers).

@@ -22,7 +22,7 @@ constexpr int kMaxDepth = 32;
 
 Napi::Value IValueToJs(Napi::Env env, const c10::IValue& value, int depth) {
   if (depth > kMaxDepth) ThrowRange(env, "forward returned a value nested too deeply");
-  if (value.isTensor()) return TensorHandle::Wrap(env, value.toTensor());
+  if (value.isTensor()) return TensorHandle::Wrap(env, value.toTensor(), "forward's output");
   if (value.isNone()) return env.Null();
   if (value.isBool()) return Napi::Boolean::New(env, value.toBool());
   if (value.isInt()) return Napi::Number::New(env, static_cast<double>(value.toInt()));
@@ -47,7 +47,10 @@ Napi::Value IValueToJs(Napi::Env env, const c10::IValue& value, int depth) {
     for (const auto& entry : value.toGenericDict()) {
       if (!entry.key().isString())
         ThrowType(env, "forward returned a dict with non-string keys, which JavaScript cannot hold");
-      object.Set(entry.key().toStringRef(), IValueToJs(env, entry.value(), depth + 1));
+      // Defined, not assigned: an assignment to a key "__proto__" would replace the object's prototype instead of
+      // making a property.
+      object.DefineProperty(Napi::PropertyDescriptor::Value(
+          entry.key().toStringRef(), IValueToJs(env, entry.value(), depth + 1), napi_default_jsproperty));
     }
     return object;
   }
@@ -57,7 +60,8 @@ Napi::Value IValueToJs(Napi::Env env, const c10::IValue& value, int depth) {
 class ModuleHandle : public Napi::ObjectWrap<ModuleHandle> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    Napi::Function constructor = DefineClass(env, "ModuleHandle", {StaticMethod<&ModuleHandle::Load>("load")});
+    Napi::Function constructor =
+        DefineClass(env, "ModuleHandle", {StaticMethod<&Guarded<&ModuleHandle::Load>>("load")});
     AddTaggedMethod<ModuleHandle, &kModuleTag, &ModuleHandle::Forward>(env, constructor, "forward");
     AddTaggedMethod<ModuleHandle, &kModuleTag, &ModuleHandle::Parameters>(env, constructor, "parameters");
     AddTaggedMethod<ModuleHandle, &kModuleTag, &ModuleHandle::NamedParameters>(env, constructor, "namedParameters");
@@ -121,7 +125,7 @@ class ModuleHandle : public Napi::ObjectWrap<ModuleHandle> {
     });
     Napi::Array array = Napi::Array::New(env, tensors.size());
     for (size_t i = 0; i < tensors.size(); ++i)
-      array.Set(static_cast<uint32_t>(i), TensorHandle::Wrap(env, tensors[i]));
+      array.Set(static_cast<uint32_t>(i), TensorHandle::Wrap(env, tensors[i], "a parameter"));
     return array;
   }
 
@@ -137,7 +141,7 @@ class ModuleHandle : public Napi::ObjectWrap<ModuleHandle> {
     for (size_t i = 0; i < named.size(); ++i) {
       Napi::Array pair = Napi::Array::New(env, 2);
       pair.Set(0u, Napi::String::New(env, named[i].first));
-      pair.Set(1u, TensorHandle::Wrap(env, named[i].second));
+      pair.Set(1u, TensorHandle::Wrap(env, named[i].second, "a parameter"));
       array.Set(static_cast<uint32_t>(i), pair);
     }
     return array;
@@ -211,8 +215,8 @@ Napi::Value IsGradEnabled(const Napi::CallbackInfo& info) {
 
 void RegisterJit(Napi::Env env, Napi::Object exports) {
   exports.Set("ModuleHandle", ModuleHandle::Define(env));
-  exports.Set("noGrad", Napi::Function::New<NoGrad>(env, "noGrad"));
-  exports.Set("isGradEnabled", Napi::Function::New<IsGradEnabled>(env, "isGradEnabled"));
+  exports.Set("noGrad", Napi::Function::New<Guarded<NoGrad>>(env, "noGrad"));
+  exports.Set("isGradEnabled", Napi::Function::New<Guarded<IsGradEnabled>>(env, "isGradEnabled"));
 }
 
 }  // namespace bce

@@ -9,6 +9,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <sstream>
+#include <string>
 
 namespace bce {
 namespace {
@@ -26,6 +28,48 @@ Napi::Value CopyOut(Napi::Env env, const at::Tensor& cpu, napi_typedarray_type t
   Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(env, count * sizeof(T));
   if (count > 0) std::memcpy(buffer.Data(), cpu.data_ptr(), count * sizeof(T));
   return Napi::TypedArrayOf<T>::New(env, count, buffer, 0, type);
+}
+
+// PyTorch's name of a dtype this package does not support (torch.int8 rather than LibTorch's "Char").
+std::string TorchDtypeName(c10::ScalarType type) {
+  switch (type) {
+    case c10::ScalarType::Char: return "torch.int8";
+    case c10::ScalarType::Short: return "torch.int16";
+    case c10::ScalarType::ComplexHalf: return "torch.complex32";
+    case c10::ScalarType::ComplexFloat: return "torch.complex64";
+    case c10::ScalarType::ComplexDouble: return "torch.complex128";
+    case c10::ScalarType::QInt8: return "torch.qint8";
+    case c10::ScalarType::QUInt8: return "torch.quint8";
+    case c10::ScalarType::QInt32: return "torch.qint32";
+    default: return c10::toString(type);
+  }
+}
+
+// Why `tensor` cannot be wrapped (and how to convert it where it is made), or "" when it can.
+std::string UnsupportedReason(const at::Tensor& tensor) {
+  if (tensor.is_nested())
+    return "a nested tensor, which this package does not support: pad it first (to_padded_tensor)";
+  if (tensor.layout() != at::kStrided) {
+    std::ostringstream layout;
+    layout << tensor.layout();
+    return "a tensor of layout " + layout.str() +
+           ", which this package does not support (only dense, strided tensors): convert it first (to_dense())";
+  }
+  const c10::ScalarType type = tensor.scalar_type();
+  if (!IsDtypeName(DtypeName(type))) {
+    std::string hint = "convert it first (.to() one of them)";
+    if (c10::isComplexType(type)) hint = "take its parts first (torch.view_as_real, .real, .imag, .abs())";
+    if (c10::isQIntType(type)) hint = "dequantize it first (.dequantize())";
+    return "a tensor of dtype " + TorchDtypeName(type) +
+           ", which this package does not support (float32, float64, float16, bfloat16, int32, int64, uint8, bool): " +
+           hint;
+  }
+  const c10::DeviceType device = tensor.device().type();
+  if (device != c10::DeviceType::CPU && device != c10::DeviceType::CUDA) {
+    return "a tensor on device " + tensor.device().str() +
+           ", which this package does not support (only cpu and cuda): move it first (.to('cpu'))";
+  }
+  return "";
 }
 
 }  // namespace
@@ -51,6 +95,7 @@ Napi::Function TensorHandle::Define(Napi::Env env) {
   AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::Mul>(env, constructor, "mul");
   AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::Div>(env, constructor, "div");
   AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::Backward>(env, constructor, "backward");
+  AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::Identity>(env, constructor, "identity");
   AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::Dispose>(env, constructor, "dispose");
   AddTaggedMethod<TensorHandle, &kTensorTag, &TensorHandle::IsDisposed>(env, constructor, "isDisposed");
   return constructor;
@@ -60,7 +105,11 @@ TensorHandle::TensorHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Te
   info.This().As<Napi::Object>().TypeTag(&kTensorTag);
 }
 
-Napi::Object TensorHandle::Wrap(Napi::Env env, at::Tensor tensor) {
+Napi::Object TensorHandle::Wrap(Napi::Env env, at::Tensor tensor, const char* source) {
+  if (tensor.defined()) {
+    const std::string reason = UnsupportedReason(tensor);
+    if (!reason.empty()) ThrowType(env, std::string(source) + " is " + reason);
+  }
   Napi::Object object = GetAddonData(env).tensor_constructor.New({});
   TensorHandle* handle = Napi::ObjectWrap<TensorHandle>::Unwrap(object);
   handle->Reset(env, std::move(tensor));
@@ -69,6 +118,11 @@ Napi::Object TensorHandle::Wrap(Napi::Env env, at::Tensor tensor) {
 
 bool TensorHandle::IsHandle(const Napi::Value& value) {
   return value.IsObject() && value.As<Napi::Object>().CheckTypeTag(&kTensorTag);
+}
+
+at::Tensor TensorHandle::Peek(const Napi::Value& value) {
+  if (!IsHandle(value)) return at::Tensor();
+  return Napi::ObjectWrap<TensorHandle>::Unwrap(value.As<Napi::Object>())->tensor_;
 }
 
 at::Tensor TensorHandle::From(Napi::Env env, const Napi::Value& value, const char* what) {
@@ -151,7 +205,15 @@ Napi::Value TensorHandle::RequiresGrad(const Napi::CallbackInfo& info) {
 Napi::Value TensorHandle::SetRequiresGrad(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const bool flag = ParseBool(env, info[0], "requiresGrad");
-  Guard(env, [&] { Live(env).set_requires_grad(flag); });
+  const at::Tensor& t = Live(env);
+  // LibTorch's C++ API would leave a computed tensor's flag as it is without a word (PyTorch refuses this too):
+  // its requires_grad follows from its inputs.
+  if (!flag && !t.is_leaf()) {
+    ThrowType(env,
+              "requiresGrad = false needs a leaf tensor; this one is a non-leaf, computed from tensors that require "
+              "gradients: use detach() for a copy cut from the graph");
+  }
+  Guard(env, [&] { t.set_requires_grad(flag); });
   return env.Undefined();
 }
 
@@ -159,7 +221,7 @@ Napi::Value TensorHandle::Grad(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   at::Tensor grad = Guard(env, [&] { return Live(env).grad(); });
   if (!grad.defined()) return env.Null();
-  return Wrap(env, grad);
+  return Wrap(env, grad, "grad");
 }
 
 Napi::Value TensorHandle::ToArray(const Napi::CallbackInfo& info) {
@@ -293,6 +355,13 @@ Napi::Value TensorHandle::Backward(const Napi::CallbackInfo& info) {
   const bool retain_graph = info.Length() > 1 && !info[1].IsUndefined() && ParseBool(env, info[1], "retainGraph");
   Guard(env, [&] { t.backward(gradient, retain_graph); });
   return env.Undefined();
+}
+
+// A key that is equal for two handles on the same tensor (the same TensorImpl, as PyTorch's `is`) while it lives:
+// how the optimizers find a parameter given twice through two handles.
+Napi::Value TensorHandle::Identity(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Napi::BigInt::New(env, static_cast<uint64_t>(reinterpret_cast<uintptr_t>(Live(env).unsafeGetTensorImpl())));
 }
 
 Napi::Value TensorHandle::Dispose(const Napi::CallbackInfo& info) {

@@ -13,8 +13,11 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
  public:
   static Napi::Function Define(Napi::Env env);
 
-  // Wraps `tensor` in a new handle (the only way handles are made).
-  static Napi::Object Wrap(Napi::Env env, at::Tensor tensor);
+  // Wraps `tensor` in a new handle (the only way handles are made). A tensor this addon cannot serve (a sparse,
+  // nested or MKL-DNN layout, a dtype outside the eight of lib/dtype.ts such as complex or quantized, a device
+  // other than CPU and CUDA) is refused here with a TypeError that starts with `source` ("forward's output",
+  // ...), so that it never reaches a getter or a conversion that would fail on it later.
+  static Napi::Object Wrap(Napi::Env env, at::Tensor tensor, const char* source = "the result");
 
   // The live tensor behind `value`; a TypeError naming `what` when `value` is not a tensor handle of this
   // addon (checked by type tag, not instanceof), an Error when it was disposed.
@@ -22,6 +25,8 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   // JavaScript disposes the handle.
   static at::Tensor From(Napi::Env env, const Napi::Value& value, const char* what);
   static bool IsHandle(const Napi::Value& value);
+  // The tensor behind `value`, or an undefined tensor when `value` is not a live handle (never throws).
+  static at::Tensor Peek(const Napi::Value& value);
 
   explicit TensorHandle(const Napi::CallbackInfo& info);
   void Finalize(Napi::Env env) override;
@@ -50,6 +55,7 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   Napi::Value Mul(const Napi::CallbackInfo& info);
   Napi::Value Div(const Napi::CallbackInfo& info);
   Napi::Value Backward(const Napi::CallbackInfo& info);
+  Napi::Value Identity(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value IsDisposed(const Napi::CallbackInfo& info);
 

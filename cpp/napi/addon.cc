@@ -2,9 +2,11 @@
 // and in any number of worker threads.
 #include <napi.h>
 
+#include "functions/clip_grad.h"
 #include "functions/factories.h"
 #include "functions/losses.h"
 #include "functions/runtime.h"
+#include "functions/serialize.h"
 #include "napi/addon_data.h"
 #include "objects/module_handle.h"
 #include "objects/optimizer_handle.h"
@@ -26,6 +28,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   bce::RegisterLoss(env, exports);
   bce::RegisterJit(env, exports);
   bce::RegisterOptimizer(env, exports);
+  bce::RegisterSerialize(env, exports);
+  bce::RegisterClipGrad(env, exports);
   return exports;
 }
 

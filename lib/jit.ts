@@ -14,6 +14,7 @@ interface NativeModule {
   forward(...inputs: NativeHandle[]): unknown;
   parameters(): NativeHandle[];
   namedParameters(): [string, NativeHandle][];
+  namedBuffers(): [string, NativeHandle][];
   train(on: boolean): void;
   eval(): void;
   isTraining(): boolean;
@@ -80,6 +81,15 @@ export class Module {
   namedParameters(): [string, Tensor][] {
     this.live();
     return this.native.namedParameters().map(([name, handle]) => [name, new Tensor(handle)] as [string, Tensor]);
+  }
+
+  /**
+   * `[name, tensor]` pairs of the buffers (batch-norm running statistics, ...), dotted names as in PyTorch, sharing
+   * the module's tensors. A state dict holds them beside the parameters.
+   */
+  namedBuffers(): [string, Tensor][] {
+    this.live();
+    return this.native.namedBuffers().map(([name, handle]) => [name, new Tensor(handle)] as [string, Tensor]);
   }
 
   /** Training mode (dropout, batch-norm statistics), for this module and its children. Returns this. */

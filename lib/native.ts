@@ -113,6 +113,13 @@ export interface NativeAddon {
     labelSmoothing: number,
     reduction: 'mean' | 'sum' | 'none',
   ): NativeHandle;
+  // cpp/functions/serialize.cc: PyTorch's file format. `value` holds TensorHandles, numbers, bigints, strings,
+  // booleans, null, arrays, plain objects and Maps; loadObject returns the same kinds (no Maps: dicts are objects).
+  saveObject(path: string, value: unknown): void;
+  loadObject(path: string, device?: string): unknown;
+  copyTensors(targets: NativeHandle[], sources: NativeHandle[]): void;
+  // cpp/functions/clip_grad.cc: torch.nn.utils.clip_grad_norm_; returns the total norm.
+  clipGradNorm(params: NativeHandle[], maxNorm: number, normType: number, errorIfNonfinite: boolean): NativeHandle;
 }
 
 const BINARY_NAME = 'bootstrapped_ce.node';

@@ -54,9 +54,12 @@ function toNative(value: unknown, where: string, open: Set<object>): unknown {
   if (value === undefined) throw new TypeError(`${where} is undefined: save null, or leave the key out`);
   if (isTensor(value)) return checkTensor(value, where).handle;
   if (typeof value !== 'object') {
-    throw new TypeError(`${where} cannot be saved (${describe(value)}): save Tensors, numbers, strings, booleans, null, arrays, objects or Maps`);
+    throw new TypeError(
+      `${where} cannot be saved (${describe(value)}): save Tensors, numbers, strings, booleans, null, arrays, objects or Maps`,
+    );
   }
-  if (open.has(value)) throw new TypeError(`${where} refers back to an object that contains it: cycles cannot be saved`);
+  if (open.has(value))
+    throw new TypeError(`${where} refers back to an object that contains it: cycles cannot be saved`);
   open.add(value);
   try {
     if (Array.isArray(value)) return value.map((item, i) => toNative(item, `${where}[${i}]`, open));
@@ -92,7 +95,9 @@ function toNative(value: unknown, where: string, open: Set<object>): unknown {
 }
 
 function isHandle(value: unknown): value is NativeHandle {
-  return typeof (value as NativeHandle).isDisposed === 'function' && typeof (value as NativeHandle).dtype === 'function';
+  return (
+    typeof (value as NativeHandle).isDisposed === 'function' && typeof (value as NativeHandle).dtype === 'function'
+  );
 }
 
 function fromNative(value: unknown): Loaded {
@@ -239,7 +244,11 @@ function optimizerToTorch(optimizer: Optimizer): Record<string, Saveable> {
 }
 
 function optimizerFromTorch(saved: Loaded, where: string): OptimizerStateDict {
-  const sd = saved as { state?: Record<string, Record<string, Loaded>>; param_groups?: Record<string, Loaded>[]; kind?: string };
+  const sd = saved as {
+    state?: Record<string, Record<string, Loaded>>;
+    param_groups?: Record<string, Loaded>[];
+    kind?: string;
+  };
   if (typeof sd !== 'object' || sd === null || !Array.isArray(sd.param_groups) || sd.param_groups.length !== 1)
     throw new TypeError(`${where} is not an optimizer state with one parameter group`);
   const group = sd.param_groups[0];
@@ -255,11 +264,16 @@ function optimizerFromTorch(saved: Loaded, where: string): OptimizerStateDict {
     }
     const out: Record<string, unknown> = {};
     for (const [key, torchKey] of Object.entries(STATE_KEYS)) {
-      if (torchKey in entry) out[key] = key === 'step' && isTensor(entry[torchKey]) ? (entry[torchKey] as Tensor).item() : entry[torchKey];
+      if (torchKey in entry)
+        out[key] = key === 'step' && isTensor(entry[torchKey]) ? (entry[torchKey] as Tensor).item() : entry[torchKey];
     }
     state.push(out as ParamState);
   }
-  return { kind: sd.kind as OptimizerStateDict['kind'], options: options as unknown as OptimizerStateDict['options'], state };
+  return {
+    kind: sd.kind as OptimizerStateDict['kind'],
+    options: options as unknown as OptimizerStateDict['options'],
+    state,
+  };
 }
 
 /**
@@ -278,7 +292,8 @@ export function saveCheckpoint(path: string, parts: CheckpointParts): void {
       owned.push(...tensors.map(([, t]) => t));
       out.model_state_dict = Object.fromEntries(tensors);
     }
-    if (p.optimizer !== undefined) out.optimizer_state_dict = optimizerToTorch(checkOptimizer(p.optimizer, 'parts.optimizer'));
+    if (p.optimizer !== undefined)
+      out.optimizer_state_dict = optimizerToTorch(checkOptimizer(p.optimizer, 'parts.optimizer'));
     if (p.loss !== undefined) out.loss_state_dict = checkStateful(p.loss, 'parts.loss').stateDict() as Saveable;
     if (p.scheduler !== undefined)
       out.scheduler_state_dict = checkStateful(p.scheduler, 'parts.scheduler').stateDict() as Saveable;
@@ -345,7 +360,8 @@ export function loadCheckpoint(path: string, targets: CheckpointTargets, options
         live.forEach(([, tensor]) => tensor.dispose());
       }
     }
-    if (optimizer) optimizer.loadStateDict(optimizerFromTorch(part('optimizer_state_dict', true), 'optimizer_state_dict'));
+    if (optimizer)
+      optimizer.loadStateDict(optimizerFromTorch(part('optimizer_state_dict', true), 'optimizer_state_dict'));
     if (loss) loss.loadStateDict(part('loss_state_dict', true) as never);
     if (scheduler) scheduler.loadStateDict(part('scheduler_state_dict', true) as never);
     const iteration = saved.iteration;

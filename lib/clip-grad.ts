@@ -41,7 +41,8 @@ export function clipGradNorm(parameters: Iterable<Tensor>, maxNorm: number, opti
   const normType = o.normType === undefined ? 2 : o.normType;
   if (typeof normType !== 'number') throw new TypeError(`normType must be a number, got ${describe(normType)}`);
   if (!(normType > 0)) throw new RangeError(`normType must be > 0 (or Infinity), got ${normType}`);
-  const errorIfNonfinite = o.errorIfNonfinite === undefined ? false : checkBoolean(o.errorIfNonfinite, 'errorIfNonfinite');
+  const errorIfNonfinite =
+    o.errorIfNonfinite === undefined ? false : checkBoolean(o.errorIfNonfinite, 'errorIfNonfinite');
   return new Tensor(
     native.clipGradNorm(
       params.map((p) => p.handle),

@@ -114,7 +114,11 @@ export class StepLR extends LRScheduler {
 
   constructor(optimizer: Optimizer, options: StepLROptions) {
     super(optimizer);
-    const o = checkOptions<StepLROptions>(options, 'options', optionNames<StepLROptions>({ stepSize: true, gamma: true }));
+    const o = checkOptions<StepLROptions>(
+      options,
+      'options',
+      optionNames<StepLROptions>({ stepSize: true, gamma: true }),
+    );
     this.stepSize = checkPositiveInteger(o.stepSize, 'stepSize');
     this.gamma = o.gamma === undefined ? 0.1 : checkNumber(o.gamma, 'gamma');
     this.start();
@@ -155,10 +159,11 @@ export class CosineAnnealingLR extends LRScheduler {
   protected nextLr(current: number): number {
     const { epoch, tMax, etaMin, baseLr } = this;
     if (epoch === 0) return current;
-    if (this.stepCount === 1 && epoch > 0) return etaMin + ((baseLr - etaMin) * (1 + Math.cos((epoch * Math.PI) / tMax))) / 2;
+    if (this.stepCount === 1 && epoch > 0)
+      return etaMin + ((baseLr - etaMin) * (1 + Math.cos((epoch * Math.PI) / tMax))) / 2;
     // Python's % of non-negative numbers; (epoch - 1 - tMax) may be negative, where Python's % is floored.
     const k = epoch - 1 - tMax;
-    if ((((k % (2 * tMax)) + 2 * tMax) % (2 * tMax)) === 0)
+    if (((k % (2 * tMax)) + 2 * tMax) % (2 * tMax) === 0)
       return current + ((baseLr - etaMin) * (1 - Math.cos(Math.PI / tMax))) / 2;
     return (
       ((1 + Math.cos((Math.PI * epoch) / tMax)) / (1 + Math.cos((Math.PI * (epoch - 1)) / tMax))) * (current - etaMin) +
@@ -201,8 +206,7 @@ export class LinearLR extends LRScheduler {
     if (epoch === 0) return current * startFactor;
     if (epoch > totalIters) return current;
     return (
-      current *
-      (1 + (endFactor - startFactor) / (totalIters * startFactor + (epoch - 1) * (endFactor - startFactor)))
+      current * (1 + (endFactor - startFactor) / (totalIters * startFactor + (epoch - 1) * (endFactor - startFactor)))
     );
   }
 }

@@ -58,13 +58,15 @@ describe('save / load in Node', () => {
     const back = bce.load(file);
     const expected = asNodeSees(describeSaved({ ...(value as object), ...floatsToo }));
     expect(describeLoaded(back)).toEqual(expected);
-    expect(((back as Record<string, bce.Tensor>).grad).requiresGrad).toBe(true);
-    expect(((back as Record<string, bce.Tensor>).f32).requiresGrad).toBe(false);
+    expect((back as Record<string, bce.Tensor>).grad.requiresGrad).toBe(true);
+    expect((back as Record<string, bce.Tensor>).f32.requiresGrad).toBe(false);
   });
 
   it('refuses what it cannot save, naming where', () => {
     const file = path.join(dir, 'bad.pt');
-    expect(() => bce.save({ a: { b: undefined } } as unknown as bce.Saveable, file)).toThrow(/value\.a\.b is undefined/);
+    expect(() => bce.save({ a: { b: undefined } } as unknown as bce.Saveable, file)).toThrow(
+      /value\.a\.b is undefined/,
+    );
     expect(() => bce.save({ f: () => 1 } as unknown as bce.Saveable, file)).toThrow(TypeError);
     expect(() => bce.save({ d: new Date() } as unknown as bce.Saveable, file)).toThrow(/value\.d cannot be saved/);
     const cyclic: Record<string, unknown> = {};
@@ -144,7 +146,12 @@ print(json.dumps({'keys': sorted(ck), 'model': sorted(ck['model_state_dict']), '
   'iteration': ck['iteration'], 'extra': ck['extra'], 'loss': ck['loss_state_dict']}))`;
     const out = JSON.parse(runPython(py.path, script, [file]));
     expect(out.keys).toEqual(['extra', 'iteration', 'loss_state_dict', 'model_state_dict', 'optimizer_state_dict']);
-    expect(out.model).toEqual(model.namedParameters().map(([name]) => name).sort());
+    expect(out.model).toEqual(
+      model
+        .namedParameters()
+        .map(([name]) => name)
+        .sort(),
+    );
     expect(out.groups).toEqual(['amsgrad', 'betas', 'eps', 'lr', 'params', 'weight_decay']);
     expect(out.iteration).toBe(3);
     expect(out.extra).toEqual({ note: 'hi' });
@@ -158,7 +165,9 @@ function craftZip(file: string, entries: Record<string, string>, deflate = false
 with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED if sys.argv[3] == '1' else zipfile.ZIP_STORED) as z:
     for name, data in json.loads(sys.argv[2]).items():
         z.writestr(name, base64.b64decode(data))`;
-  const encoded = Object.fromEntries(Object.entries(entries).map(([k, v]) => [k, Buffer.from(v, 'latin1').toString('base64')]));
+  const encoded = Object.fromEntries(
+    Object.entries(entries).map(([k, v]) => [k, Buffer.from(v, 'latin1').toString('base64')]),
+  );
   runPython(STDLIB_PYTHON, script, [file, JSON.stringify(encoded), deflate ? '1' : '0']);
 }
 
@@ -167,7 +176,9 @@ describe('hostile and damaged files', () => {
     const marker = path.join(dir, 'pwned');
     const file = path.join(dir, 'system.pt');
     // protocol 2: GLOBAL posix.system, ('touch <marker>',), REDUCE, STOP (what pickling os.system makes on Linux).
-    craftZip(file, { 'archive/data.pkl': `\x80\x02cposix\nsystem\nX${le32(`touch ${marker}`.length)}touch ${marker}\x85R.` });
+    craftZip(file, {
+      'archive/data.pkl': `\x80\x02cposix\nsystem\nX${le32(`touch ${marker}`.length)}touch ${marker}\x85R.`,
+    });
     expect(() => bce.load(file)).toThrow(/refused: its pickle names 'posix\.system'.*nothing from the file is run/);
     const builtins = path.join(dir, 'eval.pt');
     craftZip(builtins, { 'archive/data.pkl': '\x80\x02cbuiltins\neval\nX\x04\x00\x00\x001+1\x85R.' });
@@ -188,9 +199,19 @@ describe('hostile and damaged files', () => {
     // The central directory entry of archive/data/0: set its compressed and uncompressed sizes to ~4 GiB.
     const name = Buffer.from('/data/0');
     let at = -1;
-    for (let i = bytes.indexOf(Buffer.from([0x50, 0x4b, 1, 2])); i >= 0; i = bytes.indexOf(Buffer.from([0x50, 0x4b, 1, 2]), i + 1)) {
+    for (
+      let i = bytes.indexOf(Buffer.from([0x50, 0x4b, 1, 2]));
+      i >= 0;
+      i = bytes.indexOf(Buffer.from([0x50, 0x4b, 1, 2]), i + 1)
+    ) {
       const nameLength = bytes.readUInt16LE(i + 28);
-      if (bytes.subarray(i + 46, i + 46 + nameLength).toString().endsWith(name.toString())) at = i;
+      if (
+        bytes
+          .subarray(i + 46, i + 46 + nameLength)
+          .toString()
+          .endsWith(name.toString())
+      )
+        at = i;
     }
     expect(at).toBeGreaterThan(0);
     bytes.writeUInt32LE(0xfffffff0, at + 20);
@@ -212,11 +233,20 @@ describe('hostile and damaged files', () => {
     bce.save(value, file);
     const child = spawnSync(
       process.execPath,
-      [require.resolve('ts-node/dist/bin.js'), '--transpile-only', 'test/helpers/checkpoint-fuzz-child.ts', file, dir, '20261203', '1500'],
+      [
+        require.resolve('ts-node/dist/bin.js'),
+        '--transpile-only',
+        'test/helpers/checkpoint-fuzz-child.ts',
+        file,
+        dir,
+        '20261203',
+        '1500',
+      ],
       { cwd: root, encoding: 'utf8', timeout: 110_000, maxBuffer: 16 * 2 ** 20 },
     );
     const line = child.stdout.split('\n').find((l) => l.startsWith('CKFUZZ '));
-    if (!line || child.status !== 0) console.log(child.status, child.signal, child.stdout.slice(-3000), child.stderr.slice(-3000));
+    if (!line || child.status !== 0)
+      console.log(child.status, child.signal, child.stdout.slice(-3000), child.stderr.slice(-3000));
     expect({ status: child.status, signal: child.signal }).toEqual({ status: 0, signal: null });
     const report = JSON.parse((line as string).slice(7));
     console.log(`checkpoint fuzz: ${JSON.stringify(report)}`);
@@ -240,7 +270,10 @@ describe('saveCheckpoint / loadCheckpoint', () => {
     const labels = new Int32Array(n * plane);
     for (let i = 0; i < labels.length; i++) labels[i] = (i * 7 + step * 3 + (i >> 4)) % 3;
     for (let i = 0; i < images.length; i++) images[i] = Math.sin(i * 0.37 + step) * 0.5;
-    return { images: bce.tensor(images, { shape: [n, 3, size, size] }), labels: bce.tensor(labels, { shape: [n, size, size] }) };
+    return {
+      images: bce.tensor(images, { shape: [n, 3, size, size] }),
+      labels: bce.tensor(labels, { shape: [n, size, size] }),
+    };
   }
 
   interface Run {
@@ -305,7 +338,9 @@ describe('saveCheckpoint / loadCheckpoint', () => {
     bce.saveCheckpoint(file, { loss: a.loss });
     expect(() => bce.loadCheckpoint(file, { module: a.module })).toThrow(/has no model_state_dict/);
     bce.save({ model_state_dict: { 'not.a.param': bce.zeros([1]) } }, file);
-    expect(() => bce.loadCheckpoint(file, { module: a.module })).toThrow(/missing \[.*\], unexpected \[not\.a\.param\]/);
+    expect(() => bce.loadCheckpoint(file, { module: a.module })).toThrow(
+      /missing \[.*\], unexpected \[not\.a\.param\]/,
+    );
     expect(() => bce.saveCheckpoint(file, { module: {} as bce.Module })).toThrow(/parts\.module must be a jit\.Module/);
     expect(() => bce.saveCheckpoint(file, { iteration: -1 })).toThrow(/iteration must be an integer >= 0/);
     expect(() => bce.saveCheckpoint(file, { modle: a.module } as unknown as bce.CheckpointParts)).toThrow(/modle/);

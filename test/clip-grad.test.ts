@@ -25,7 +25,10 @@ function makeParams(): bce.Tensor[] {
   const params = SHAPES.map(([shape, dtype], k) => {
     const n = shape.reduce((a, b) => a * b, 1);
     const p = bce.zeros(shape, { dtype, requiresGrad: true });
-    const w = bce.tensor(dtype === 'float64' ? new Float64Array(values(n, k + 1)) : new Float32Array(values(n, k + 1)), { shape });
+    const w = bce.tensor(
+      dtype === 'float64' ? new Float64Array(values(n, k + 1)) : new Float32Array(values(n, k + 1)),
+      { shape },
+    );
     p.mul(w).sum().backward();
     return p;
   });
@@ -41,10 +44,12 @@ const CASES: [number, number][] = [
   [Infinity, 0.25],
 ];
 
-(torchPython.path ? describe : describe.skip)(`clipGradNorm against PyTorch${torchPython.path ? '' : ` (skipped: ${torchPython.reason})`}`, () => {
-  let expected: { norm: number; grads: number[][] }[] = [];
-  beforeAll(() => {
-    const script = `import json, math, torch
+(torchPython.path ? describe : describe.skip)(
+  `clipGradNorm against PyTorch${torchPython.path ? '' : ` (skipped: ${torchPython.reason})`}`,
+  () => {
+    let expected: { norm: number; grads: number[][] }[] = [];
+    beforeAll(() => {
+      const script = `import json, math, torch
 shapes = ${JSON.stringify(SHAPES.map(([s, d]) => [s, d]))}
 def values(n, seed): return [math.sin(i * 1.7 + seed) * (1 + ((i * seed) % 5)) for i in range(n)]
 out = []
@@ -61,27 +66,34 @@ for norm_type, max_norm in ${JSON.stringify(CASES.map(([n, m]) => [n === Infinit
     total = torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type=float(norm_type))
     out.append({'norm': repr(total.item()), 'grads': [[repr(x) for x in p.grad.double().flatten().tolist()] for p in params[:-1]]})
 print(json.dumps(out))`;
-    expected = (JSON.parse(runPython(torchPython.path as string, script)) as { norm: string; grads: string[][] }[]).map((c) => ({
-      norm: Number(c.norm),
-      grads: c.grads.map((g) => g.map(Number)),
-    }));
-  });
+      expected = (
+        JSON.parse(runPython(torchPython.path as string, script)) as { norm: string; grads: string[][] }[]
+      ).map((c) => ({
+        norm: Number(c.norm),
+        grads: c.grads.map((g) => g.map(Number)),
+      }));
+    });
 
-  it.each(CASES.map((c, i) => [c[0], c[1], i] as const))('normType %s, maxNorm %s', (normType, maxNorm, index) => {
-    const params = makeParams();
-    const total = bce.clipGradNorm(params, maxNorm, { normType });
-    expect(total.shape).toEqual([]);
-    // torch.nn.utils computes the norm with linalg.vector_norm in 2.x and torch.norm in 1.13: same kernels here.
-    expect(total.item()).toBe(expected[index].norm);
-    params.slice(0, -1).forEach((p, k) => expect(Array.from(p.grad!.toArray() as Float32Array)).toEqual(expected[index].grads[k]));
-    expect(params[params.length - 1].grad).toBeNull();
-  });
-});
+    it.each(CASES.map((c, i) => [c[0], c[1], i] as const))('normType %s, maxNorm %s', (normType, maxNorm, index) => {
+      const params = makeParams();
+      const total = bce.clipGradNorm(params, maxNorm, { normType });
+      expect(total.shape).toEqual([]);
+      // torch.nn.utils computes the norm with linalg.vector_norm in 2.x and torch.norm in 1.13: same kernels here.
+      expect(total.item()).toBe(expected[index].norm);
+      params
+        .slice(0, -1)
+        .forEach((p, k) => expect(Array.from(p.grad!.toArray() as Float32Array)).toEqual(expected[index].grads[k]));
+      expect(params[params.length - 1].grad).toBeNull();
+    });
+  },
+);
 
 describe('clipGradNorm', () => {
   it('clips to maxNorm by hand-computed values, and returns 0 without gradients', () => {
     const p = bce.zeros([2], { requiresGrad: true });
-    p.mul(bce.tensor(new Float32Array([3, 4]))).sum().backward();
+    p.mul(bce.tensor(new Float32Array([3, 4])))
+      .sum()
+      .backward();
     const total = bce.clipGradNorm([p], 1);
     expect(total.item()).toBe(5);
     const g = p.grad!.toArray() as Float32Array;
@@ -92,7 +104,9 @@ describe('clipGradNorm', () => {
 
   it('refuses bad arguments, and a non-finite norm when asked', () => {
     const p = bce.zeros([1], { requiresGrad: true });
-    p.mul(bce.tensor(new Float32Array([Infinity]))).sum().backward();
+    p.mul(bce.tensor(new Float32Array([Infinity])))
+      .sum()
+      .backward();
     expect(() => bce.clipGradNorm([p], 1, { errorIfNonfinite: true })).toThrow(/non-finite/);
     expect(Array.from(p.grad!.toArray() as Float32Array)).toEqual([Infinity]);
     expect(() => bce.clipGradNorm(p as unknown as bce.Tensor[], 1)).toThrow(/parameters must be an array/);

@@ -18,7 +18,11 @@ const USES_LIBM = (name: string) => /Cosine|Polynomial/.test(name);
 const CASES: [string, (opt: bce.optim.Optimizer) => bce.lrScheduler.LRScheduler, string][] = [
   ['StepLR', (o) => new bce.lrScheduler.StepLR(o, { stepSize: 7, gamma: 0.5 }), 'StepLR(opt, step_size=7, gamma=0.5)'],
   ['StepLR default gamma', (o) => new bce.lrScheduler.StepLR(o, { stepSize: 3 }), 'StepLR(opt, step_size=3)'],
-  ['CosineAnnealingLR', (o) => new bce.lrScheduler.CosineAnnealingLR(o, { tMax: 20 }), 'CosineAnnealingLR(opt, T_max=20)'],
+  [
+    'CosineAnnealingLR',
+    (o) => new bce.lrScheduler.CosineAnnealingLR(o, { tMax: 20 }),
+    'CosineAnnealingLR(opt, T_max=20)',
+  ],
   [
     'CosineAnnealingLR etaMin, past tMax',
     (o) => new bce.lrScheduler.CosineAnnealingLR(o, { tMax: 15, etaMin: 0.001 }),
@@ -85,7 +89,9 @@ print(json.dumps(out))`;
         return;
       }
       expect(got.length).toBe(expected[index].length);
-      const worst = Math.max(...got.map((lr, i) => Math.abs(lr - expected[index][i]) / Math.max(Math.abs(expected[index][i]), 1e-300)));
+      const worst = Math.max(
+        ...got.map((lr, i) => Math.abs(lr - expected[index][i]) / Math.max(Math.abs(expected[index][i]), 1e-300)),
+      );
       expect(worst).toBeLessThan(1e-13);
     },
   );
@@ -103,7 +109,9 @@ describe('lrScheduler', () => {
     const a = new bce.lrScheduler.StepLR(opt, { stepSize: 2 });
     a.step();
     a.step();
-    const b = new bce.lrScheduler.StepLR(new bce.optim.SGD([bce.zeros([1], { requiresGrad: true })], { lr: 1 }), { stepSize: 2 });
+    const b = new bce.lrScheduler.StepLR(new bce.optim.SGD([bce.zeros([1], { requiresGrad: true })], { lr: 1 }), {
+      stepSize: 2,
+    });
     b.loadStateDict(a.stateDict());
     expect(b.stateDict()).toEqual(a.stateDict());
     expect(b.lastEpoch).toBe(2);

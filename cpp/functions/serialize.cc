@@ -111,13 +111,8 @@ ValuePtr FromJs(Napi::Env env, const Napi::Value& value, const std::string& wher
     auto v = Make(Value::Kind::kDict);
     if (TypeTag(env, value) == "[object Map]") {
       // Array.from(map): [[key, value], ...], in insertion order.
-      const Napi::Array pairs = env.Global()
-                                    .Get("Array")
-                                    .As<Napi::Object>()
-                                    .Get("from")
-                                    .As<Napi::Function>()
-                                    .Call({value})
-                                    .As<Napi::Array>();
+      const Napi::Array pairs =
+          env.Global().Get("Array").As<Napi::Object>().Get("from").As<Napi::Function>().Call({value}).As<Napi::Array>();
       for (uint32_t i = 0; i < pairs.Length(); ++i) {
         const Napi::Array pair = pairs.Get(i).As<Napi::Array>();
         ValuePtr key = KeyFromJs(env, pair.Get(0u), where);

@@ -367,13 +367,13 @@ class Unpickler {
     for (;;) {
       const uint8_t op = U8();
       switch (op) {
-        case 0x80: U8(); break;           // PROTO
-        case 0x95: Take(8); break;        // FRAME (protocol 4): a length hint
-        case '.': return PopOne();        // STOP
+        case 0x80: U8(); break;                            // PROTO
+        case 0x95: Take(8); break;                         // FRAME (protocol 4): a length hint
+        case '.': return PopOne();                         // STOP
         case '(': marks_.push_back(stack_.size()); break;  // MARK
-        case '0': PopOne(); break;        // POP
-        case '1': PopMark(); break;       // POP_MARK
-        case '2': Push(Top()); break;     // DUP
+        case '0': PopOne(); break;                         // POP
+        case '1': PopMark(); break;                        // POP_MARK
+        case '2': Push(Top()); break;                      // DUP
         case 'N': Push(Make(Value::Kind::kNone)); break;
         case 0x88: Push(Bool(true)); break;
         case 0x89: Push(Bool(false)); break;
@@ -384,9 +384,9 @@ class Unpickler {
           break;
         }
         case 'J': Push(Int(static_cast<int32_t>(Le32(Take(4))))); break;  // BININT
-        case 0x8a: Push(Long(U8())); break;                                 // LONG1
-        case 0x8b: Push(Long(Le32(Take(4)))); break;                        // LONG4
-        case 'G': {                                                         // BINFLOAT, big-endian
+        case 0x8a: Push(Long(U8())); break;                               // LONG1
+        case 0x8b: Push(Long(Le32(Take(4)))); break;                      // LONG4
+        case 'G': {                                                       // BINFLOAT, big-endian
           const uint8_t* p = Take(8);
           uint64_t bits = 0;
           for (int i = 0; i < 8; ++i) bits = (bits << 8) | p[i];
@@ -395,11 +395,11 @@ class Unpickler {
           Push(v);
           break;
         }
-        case 'X': Push(String(Le32(Take(4)))); break;  // BINUNICODE
-        case 0x8c: Push(String(U8())); break;          // SHORT_BINUNICODE
+        case 'X': Push(String(Le32(Take(4)))); break;   // BINUNICODE
+        case 0x8c: Push(String(U8())); break;           // SHORT_BINUNICODE
         case 0x8d: Push(String(Le64(Take(8)))); break;  // BINUNICODE8
-        case 'T': Push(String(Le32(Take(4)))); break;  // BINSTRING (Python 2 str)
-        case 'U': Push(String(U8())); break;           // SHORT_BINSTRING
+        case 'T': Push(String(Le32(Take(4)))); break;   // BINSTRING (Python 2 str)
+        case 'U': Push(String(U8())); break;            // SHORT_BINSTRING
         case ']': Push(Container(Value::Kind::kList)); break;
         case '}': Push(Container(Value::Kind::kDict)); break;
         case ')': Push(Container(Value::Kind::kTuple)); break;
@@ -415,7 +415,9 @@ class Unpickler {
           Push(tuple);
           break;
         }
-        case 0x85: case 0x86: case 0x87: {  // TUPLE1..3
+        case 0x85:
+        case 0x86:
+        case 0x87: {  // TUPLE1..3
           const size_t n = op - 0x84;
           if (stack_.size() < n + Floor()) Bad("a tuple opcode finds too few values");
           auto tuple = Container(Value::Kind::kTuple);
@@ -451,10 +453,10 @@ class Unpickler {
           SetItems(Top(), items);
           break;
         }
-        case 'q': Memo(U8()); break;            // BINPUT
-        case 'r': Memo(Le32(Take(4))); break;   // LONG_BINPUT
-        case 0x94: Memo(memo_.size()); break;   // MEMOIZE
-        case 'h': Push(Recall(U8())); break;    // BINGET
+        case 'q': Memo(U8()); break;                   // BINPUT
+        case 'r': Memo(Le32(Take(4))); break;          // LONG_BINPUT
+        case 0x94: Memo(memo_.size()); break;          // MEMOIZE
+        case 'h': Push(Recall(U8())); break;           // BINGET
         case 'j': Push(Recall(Le32(Take(4)))); break;  // LONG_BINGET
         case 'c': {                                    // GLOBAL "module\nname\n"
           const std::string module = Line();
@@ -597,8 +599,8 @@ class Unpickler {
 
   ValuePtr Global(const std::string& module, const std::string& name) {
     const std::string full = module + "." + name;
-    bool allowed = full == kRebuildTensorV2 || full == kRebuildTensor || full == kRebuildParameter ||
-                   full == kOrderedDict;
+    bool allowed =
+        full == kRebuildTensorV2 || full == kRebuildTensor || full == kRebuildParameter || full == kOrderedDict;
     if (module == "torch") {
       for (const auto& entry : kStorageClasses) allowed = allowed || name == entry.name;
       for (const char* unsupported : kUnsupportedStorageClasses) {
@@ -671,7 +673,8 @@ class Unpickler {
   }
 
   std::vector<int64_t> Ints(const ValuePtr& tuple, const char* what) {
-    if (tuple->kind != Value::Kind::kTuple && tuple->kind != Value::Kind::kList) Bad(std::string(what) + " is not a tuple");
+    if (tuple->kind != Value::Kind::kTuple && tuple->kind != Value::Kind::kList)
+      Bad(std::string(what) + " is not a tuple");
     if (tuple->items.size() > 64) Bad(std::string(what) + " has more than 64 dimensions");
     std::vector<int64_t> out;
     for (const auto& item : tuple->items) {

@@ -32,8 +32,8 @@ struct Value {
   bool boolean = false;
   int64_t integer = 0;
   double number = 0;
-  std::string text;                                                     // kString; kGlobal: "module.name"
-  std::vector<std::shared_ptr<Value>> items;                            // kList, kTuple
+  std::string text;                                                                // kString; kGlobal: "module.name"
+  std::vector<std::shared_ptr<Value>> items;                                       // kList, kTuple
   std::vector<std::pair<std::shared_ptr<Value>, std::shared_ptr<Value>>> entries;  // kDict, in order
   at::Tensor tensor;  // kTensor; kStorage: the storage as a flat tensor of its dtype
 };

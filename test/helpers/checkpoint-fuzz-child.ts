@@ -21,7 +21,14 @@ function random(): number {
   return state / 2 ** 32;
 }
 
-const report = { loads: 0, threw: 0, returned: 0, nonErrorThrows: 0, errorNames: {} as Record<string, number>, emptyMessages: 0 };
+const report = {
+  loads: 0,
+  threw: 0,
+  returned: 0,
+  nonErrorThrows: 0,
+  errorNames: {} as Record<string, number>,
+  emptyMessages: 0,
+};
 const target = path.join(dir, 'damaged.pt');
 function attempt(bytes: Buffer): void {
   fs.writeFileSync(target, bytes);

@@ -40,7 +40,11 @@ export function listTorchPythons(): TorchPythonEntry[] {
 
 /** Runs `script` with `python`, arguments after it; returns stdout, or throws with stderr. */
 export function runPython(python: string, script: string, args: string[] = []): string {
-  const run = spawnSync(python, ['-c', script, ...args], { encoding: 'utf8', timeout: 120_000, maxBuffer: 64 * 2 ** 20 });
+  const run = spawnSync(python, ['-c', script, ...args], {
+    encoding: 'utf8',
+    timeout: 120_000,
+    maxBuffer: 64 * 2 ** 20,
+  });
   if (run.status !== 0) throw new Error(`${python} failed (${run.status ?? run.signal}):\n${run.stderr}`);
   return run.stdout;
 }

@@ -10,6 +10,7 @@ import * as os from 'os';
 import * as path from 'path';
 import * as bce from '../lib';
 import { PY_DESCRIBE, asNodeSees, describeLoaded, describeSaved, fromPython } from './helpers/torch-describe';
+import { findTorchPython } from './helpers/torch-python';
 import { listTorchPythons, runPython } from './helpers/torch-pythons';
 
 const root = path.join(__dirname, '..');
@@ -345,4 +346,66 @@ describe('saveCheckpoint / loadCheckpoint', () => {
     expect(() => bce.saveCheckpoint(file, { iteration: -1 })).toThrow(/iteration must be an integer >= 0/);
     expect(() => bce.saveCheckpoint(file, { modle: a.module } as unknown as bce.CheckpointParts)).toThrow(/modle/);
   });
+});
+
+describe('buffers, and PyTorch loading the state dicts', () => {
+  const matching = findTorchPython();
+  const DEFINE = `import torch
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Conv2d(4, 3, 1))`;
+
+  (matching.path ? it : it.skip)(
+    `stores buffers (batch-norm statistics) that load_state_dict(strict=True) accepts${matching.path ? '' : ` (skipped: ${matching.reason})`}`,
+    () => {
+      const modelFile = path.join(dir, 'bn.pt');
+      runPython(matching.path as string, `${DEFINE}\nimport sys\ntorch.jit.script(net).save(sys.argv[1])`, [modelFile]);
+      const model = bce.jit.load(modelFile).train();
+      expect(model.namedBuffers().map(([name]) => name)).toEqual([
+        '1.running_mean',
+        '1.running_var',
+        '1.num_batches_tracked',
+      ]);
+      const opt = new bce.optim.SGD(model.parameters(), { lr: 0.1, momentum: 0.9 });
+      for (let i = 0; i < 2; i++) {
+        bce.tidy(() => {
+          const out = model.forward(bce.randn([2, 3, 8, 8])) as bce.Tensor;
+          opt.zeroGrad();
+          out.mul(out).mean().backward();
+          opt.step();
+        });
+      }
+      const file = path.join(dir, 'bn-checkpoint.pt');
+      bce.saveCheckpoint(file, { module: model, optimizer: opt, iteration: 2 });
+
+      const fresh = bce.jit.load(modelFile);
+      const freshOpt = new bce.optim.SGD(fresh.parameters(), { lr: 0.1, momentum: 0.9 });
+      bce.loadCheckpoint(file, { module: fresh, optimizer: freshOpt });
+      const dump = (m: bce.Module) =>
+        [...m.namedParameters(), ...m.namedBuffers()].map(([name, t]) => [name, t.dtype, describeLoaded(t)]);
+      expect(dump(fresh)).toEqual(dump(model));
+      expect(fresh.namedBuffers()[2][1].item()).toBe(2); // num_batches_tracked, int64
+
+      for (const py of pythons.filter((p) => p.torchVersion)) {
+        const major = Number(/^(\d+)/.exec(py.torchVersion as string)?.[1]);
+        const script = `${DEFINE}
+import sys, json
+ck = torch.load(sys.argv[1], weights_only=${major >= 2 ? 'True' : 'False'})
+result = net.load_state_dict(ck['model_state_dict'], strict=True)
+opt = torch.optim.SGD(net.parameters(), lr=0.5, momentum=0.9)
+opt.load_state_dict(ck['optimizer_state_dict'])
+print(json.dumps({'missing': list(result.missing_keys), 'unexpected': list(result.unexpected_keys),
+  'lr': opt.param_groups[0]['lr'], 'momentum_states': sum(1 for s in opt.state.values() if 'momentum_buffer' in s),
+  'tracked': int(net[1].num_batches_tracked)}))`;
+        const out = JSON.parse(runPython(py.path, script, [file]));
+        expect({ python: py.label, ...out }).toEqual({
+          python: py.label,
+          missing: [],
+          unexpected: [],
+          lr: 0.1,
+          momentum_states: 6,
+          tracked: 2,
+        });
+      }
+    },
+  );
 });

@@ -9,6 +9,8 @@
 // checks every offset and size against the file, refuses compressed entries (torch.save never compresses),
 // verifies each entry's CRC-32, and unpickles with an allow-list as `torch.load(weights_only=True)` does: only
 // tensors, numbers, strings, booleans, None, lists, tuples and dicts; any other global is refused, never called.
+// LibTorch's torch::pickle_load is not used either: it is no allow-list, and it fails on some small torch.save
+// dicts; nor torch::pickle_save, whose pickler writes TorchScript's own globals for typed containers.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -9,7 +9,7 @@
  */
 import { native, NativeHandle } from './native';
 import { Module } from './jit';
-import { Optimizer, OptimizerStateDict, ParamState } from './optim';
+import { AdamW, Optimizer, OptimizerStateDict, ParamState, SGD } from './optim';
 import { Tensor, checkTensor, isTensor } from './tensor';
 import { checkDevice, checkOptions, describe, optionNames } from './validate';
 
@@ -243,7 +243,13 @@ function optimizerToTorch(optimizer: Optimizer): Record<string, Saveable> {
   return { state, param_groups: [group], kind: sd.kind };
 }
 
-function optimizerFromTorch(saved: Loaded, where: string): OptimizerStateDict {
+/** The kind of an optimizer (a state dict saved by PyTorch does not say it: the target's is taken). */
+function kindOf(optimizer: Optimizer): OptimizerStateDict['kind'] {
+  if (optimizer instanceof SGD) return 'sgd';
+  return optimizer instanceof AdamW ? 'adamw' : 'adam';
+}
+
+function optimizerFromTorch(saved: Loaded, where: string, target: Optimizer): OptimizerStateDict {
   const sd = saved as {
     state?: Record<string, Record<string, Loaded>>;
     param_groups?: Record<string, Loaded>[];
@@ -270,7 +276,7 @@ function optimizerFromTorch(saved: Loaded, where: string): OptimizerStateDict {
     state.push(out as ParamState);
   }
   return {
-    kind: sd.kind as OptimizerStateDict['kind'],
+    kind: (sd.kind ?? kindOf(target)) as OptimizerStateDict['kind'],
     options: options as unknown as OptimizerStateDict['options'],
     state,
   };
@@ -361,7 +367,9 @@ export function loadCheckpoint(path: string, targets: CheckpointTargets, options
       }
     }
     if (optimizer)
-      optimizer.loadStateDict(optimizerFromTorch(part('optimizer_state_dict', true), 'optimizer_state_dict'));
+      optimizer.loadStateDict(
+        optimizerFromTorch(part('optimizer_state_dict', true), 'optimizer_state_dict', optimizer),
+      );
     if (loss) loss.loadStateDict(part('loss_state_dict', true) as never);
     if (scheduler) scheduler.loadStateDict(part('scheduler_state_dict', true) as never);
     const iteration = saved.iteration;

@@ -9,7 +9,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as bce from '../lib';
-import { PY_DESCRIBE, asNodeSees, describeLoaded, describeSaved, fromPython } from './helpers/torch-describe';
+import { Desc, PY_DESCRIBE, asNodeSees, describeLoaded, describeSaved, fromPython } from './helpers/torch-describe';
 import { findTorchPython } from './helpers/torch-python';
 import { listTorchPythons, runPython } from './helpers/torch-pythons';
 
@@ -352,6 +352,7 @@ describe('saveCheckpoint / loadCheckpoint', () => {
 
 describe('buffers, and PyTorch loading the state dicts', () => {
   const matching = findTorchPython();
+  const modelFile = path.join(dir, 'bn.pt');
   const DEFINE = `import torch
 torch.manual_seed(0)
 net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Conv2d(4, 3, 1))`;
@@ -359,7 +360,6 @@ net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNor
   (matching.path ? it : it.skip)(
     `stores buffers (batch-norm statistics) that load_state_dict(strict=True) accepts${matching.path ? '' : ` (skipped: ${matching.reason})`}`,
     () => {
-      const modelFile = path.join(dir, 'bn.pt');
       runPython(matching.path as string, `${DEFINE}\nimport sys\ntorch.jit.script(net).save(sys.argv[1])`, [modelFile]);
       const model = bce.jit.load(modelFile).train();
       expect(model.namedBuffers().map(([name]) => name)).toEqual([
@@ -408,6 +408,51 @@ print(json.dumps({'missing': list(result.missing_keys), 'unexpected': list(resul
           tracked: 2,
         });
       }
+    },
+  );
+});
+
+describe.each(pythons)("a checkpoint made by $label Python's torch.save", (py) => {
+  const matching = findTorchPython();
+  const skip = py.torchVersion === undefined || !matching.path;
+  (skip ? it.skip : it)(
+    `restores a module and an SGD optimizer${skip ? ` (skipped: ${py.reason ?? matching.reason})` : ''}`,
+    () => {
+      const modelFile = path.join(dir, 'bn.pt');
+      if (!fs.existsSync(modelFile)) {
+        runPython(
+          matching.path as string,
+          `import sys, torch\ntorch.manual_seed(0)\nnet = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Conv2d(4, 3, 1))\ntorch.jit.script(net).save(sys.argv[1])`,
+          [modelFile],
+        );
+      }
+      const file = path.join(dir, `python-${py.label}-checkpoint.pt`);
+      const script = `${PY_DESCRIBE}
+torch.manual_seed(1)
+net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Conv2d(4, 3, 1))
+opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+for _ in range(2):
+    out = net(torch.randn(2, 3, 8, 8))
+    opt.zero_grad(); (out * out).mean().backward(); opt.step()
+torch.save({'model_state_dict': net.state_dict(), 'optimizer_state_dict': opt.state_dict(), 'iteration': 2}, sys.argv[1])
+print(json.dumps({'model': [[k, desc(v)] for k, v in net.state_dict().items()],
+  'momentum': [desc(opt.state[p]['momentum_buffer']) for p in net.parameters()]}))`;
+      const expected = JSON.parse(runPython(py.path, script, [file])) as {
+        model: [string, unknown][];
+        momentum: unknown[];
+      };
+      const model = bce.jit.load(modelFile);
+      const optimizer = new bce.optim.SGD(model.parameters(), { lr: 0.5 });
+      expect(bce.loadCheckpoint(file, { module: model, optimizer })).toEqual({ iteration: 2, extra: null });
+      const live = [...model.namedParameters(), ...model.namedBuffers()];
+      // state_dict() holds detached tensors; the module's own parameters require grad: values are compared.
+      const values = (d: Desc) => ({ ...(d as object), requiresGrad: undefined });
+      const byName = new Map(live.map(([name, t]) => [name, values(describeLoaded(t))]));
+      for (const [name, desc] of expected.model)
+        expect([name, byName.get(name)]).toEqual([name, values(fromPython(desc))]);
+      expect(optimizer.options).toEqual({ lr: 0.05, momentum: 0.9, dampening: 0, weightDecay: 1e-4, nesterov: false });
+      const state = optimizer.stateDict().state;
+      expect(state.map((s) => describeLoaded(s?.momentumBuffer ?? null))).toEqual(expected.momentum.map(fromPython));
     },
   );
 });

@@ -41,3 +41,23 @@ export { Module, noGrad, isGradEnabled } from './jit';
 export type { LoadOptions, ModuleOutput } from './jit';
 export * as optim from './optim';
 export type { SGDOptions, AdamOptions, ParamState, OptimizerStateDict } from './optim';
+export { save, load, saveCheckpoint, loadCheckpoint } from './checkpoint';
+export type {
+  Saveable,
+  Loaded,
+  TorchLoadOptions,
+  Stateful,
+  CheckpointParts,
+  CheckpointTargets,
+  LoadedCheckpoint,
+} from './checkpoint';
+export * as lrScheduler from './lr-scheduler';
+export type {
+  LRSchedulerState,
+  StepLROptions,
+  CosineAnnealingLROptions,
+  LinearLROptions,
+  PolynomialLROptions,
+} from './lr-scheduler';
+export { clipGradNorm } from './clip-grad';
+export type { ClipGradNormOptions } from './clip-grad';

@@ -62,6 +62,15 @@ export class Module {
     return this.native.namedParameters().map(([name, handle]) => [name, new Tensor(handle)] as [string, Tensor]);
   }
 
+  /**
+   * `[name, tensor]` pairs of the buffers (batch-norm running statistics, ...), dotted names as in PyTorch, sharing
+   * the module's tensors. A state dict holds them beside the parameters.
+   */
+  namedBuffers(): [string, Tensor][] {
+    this.live();
+    return this.native.namedBuffers().map(([name, handle]) => [name, new Tensor(handle)] as [string, Tensor]);
+  }
+
   /** Training mode (dropout, batch-norm statistics), for this module and its children. Returns this. */
   train(on = true): this {
     own(this, 'train').live();

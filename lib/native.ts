@@ -42,6 +42,8 @@ export interface NativeModule {
   forward(...inputs: NativeHandle[]): unknown;
   parameters(): NativeHandle[];
   namedParameters(): [string, NativeHandle][];
+  /** The module's buffers (e.g. batch-norm running statistics), recursively, named as in `named_buffers()`. */
+  namedBuffers(): [string, NativeHandle][];
   train(on: boolean): void;
   eval(): void;
   isTraining(): boolean;
@@ -187,6 +189,13 @@ export interface NativeAddon {
     new (kind: NativeOptimizerKind, params: NativeHandle[], options: NativeOptimizerSettings): NativeOptimizer;
     prototype: NativeOptimizer;
   };
+  // cpp/functions/serialize.cc: PyTorch's file format. `value` holds TensorHandles, numbers, bigints, strings,
+  // booleans, null, arrays, plain objects and Maps; loadObject returns the same kinds (no Maps: dicts are objects).
+  saveObject(path: string, value: unknown): void;
+  loadObject(path: string, device?: string): unknown;
+  copyTensors(targets: NativeHandle[], sources: NativeHandle[]): void;
+  // cpp/functions/clip_grad.cc: torch.nn.utils.clip_grad_norm_; returns the total norm.
+  clipGradNorm(params: NativeHandle[], maxNorm: number, normType: number, errorIfNonfinite: boolean): NativeHandle;
 }
 
 const loaded = loadAddon();

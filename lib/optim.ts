@@ -137,7 +137,8 @@ function checkBetas(value: unknown): [number, number] {
 function checkSGDOptions(options: unknown, all: boolean): Partial<Required<SGDOptions>> {
   const o = checkOptions<SGDOptions>(options, 'options', SGD_OPTIONS);
   const out: Partial<Required<SGDOptions>> = {};
-  if (all || o.lr !== undefined) out.lr = checkPositive(o.lr, 'lr');
+  // A restored lr may be 0 (the end of a schedule); a new optimizer needs lr > 0.
+  if (all || o.lr !== undefined) out.lr = all ? checkPositive(o.lr, 'lr') : checkNonNegative(o.lr, 'lr');
   if (all || o.momentum !== undefined)
     out.momentum = o.momentum === undefined ? 0 : checkNonNegative(o.momentum, 'momentum');
   if (all || o.dampening !== undefined)
@@ -152,7 +153,8 @@ function checkSGDOptions(options: unknown, all: boolean): Partial<Required<SGDOp
 function checkAdamOptions(options: unknown, all: boolean, defaultWeightDecay: number): Partial<Required<AdamOptions>> {
   const o = checkOptions<AdamOptions>(options, 'options', ADAM_OPTIONS);
   const out: Partial<Required<AdamOptions>> = {};
-  if (all || o.lr !== undefined) out.lr = o.lr === undefined ? 1e-3 : checkPositive(o.lr, 'lr');
+  if (all || o.lr !== undefined)
+    out.lr = o.lr === undefined ? 1e-3 : all ? checkPositive(o.lr, 'lr') : checkNonNegative(o.lr, 'lr');
   if (all || o.betas !== undefined) out.betas = o.betas === undefined ? [0.9, 0.999] : checkBetas(o.betas);
   if (all || o.eps !== undefined) out.eps = o.eps === undefined ? 1e-8 : checkPositive(o.eps, 'eps');
   if (all || o.weightDecay !== undefined) {
@@ -216,13 +218,16 @@ export abstract class Optimizer {
     own(this, 'zeroGrad').native.zeroGrad(checkBoolean(setToNone, 'setToNone'));
   }
 
-  /** The learning rate; settable, e.g. by a schedule between steps. */
+  /**
+   * The learning rate; settable (>= 0, as PyTorch allows: a schedule may end at 0), e.g. by a scheduler from
+   * `lrScheduler` between steps.
+   */
   get lr(): number {
     return own(this, 'lr').native.options().lr;
   }
 
   set lr(value: number) {
-    own(this, 'lr').native.setOptions({ lr: checkPositive(value, 'lr') });
+    own(this, 'lr').native.setOptions({ lr: checkNonNegative(value, 'lr') });
   }
 
   /** The hyperparameters in effect. */

@@ -8,6 +8,8 @@
  * Sizes are capped (at most a few thousand elements per tensor) so that no call can make the kernel OOM-kill
  * the process, except a fixed list of giant requests that must fail cleanly. Prints one JSON line at the end.
  */
+import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { native, NativeHandle } from '../lib/native';
 import { mulberry32 } from '../test/helpers/prng';
@@ -330,6 +332,37 @@ const generators: Record<string, () => unknown[]> = {
     return [x, chance(0.9) ? matching('binary') : handle(), lossOptions(), chance(0.9) ? chance(0.5) : anyValue()];
   },
 };
+
+// Files for saveObject/loadObject live in a scratch folder, never where the fuzzer runs: a random string path
+// would otherwise write into the working directory.
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'bce-fuzz-'));
+process.on('exit', () => fs.rmSync(scratch, { recursive: true, force: true }));
+const scratchFile = () => path.join(scratch, `f${int(4)}.pt`);
+const notAPath = () => pick<unknown>([undefined, null, 42, {}, [], '']);
+function saveableValue(depth = 0): unknown {
+  if (chance(0.3)) return handle();
+  if (depth < 3 && chance(0.3)) return Array.from({ length: int(4) }, () => saveableValue(depth + 1));
+  if (depth < 3 && chance(0.3)) return { a: saveableValue(depth + 1), b: saveableValue(depth + 1) };
+  if (depth < 3 && chance(0.1))
+    return new Map<unknown, unknown>([[pick<unknown>([0, 'k', 1.5, NaN, {}]), saveableValue(depth + 1)]]);
+  return chance(0.8) ? pick<unknown>([...NUMBERS, ...STRINGS, true, null, 2n ** 70n, -5n]) : anyValue();
+}
+generators.saveObject = () => [chance(0.9) ? scratchFile() : notAPath(), saveableValue()];
+generators.loadObject = () => {
+  if (chance(0.2)) fs.writeFileSync(scratchFile(), Buffer.from(Array.from({ length: int(64) }, () => int(256))));
+  return [chance(0.9) ? scratchFile() : notAPath(), chance(0.7) ? undefined : pick<unknown>([...DEVICES, 3])];
+};
+generators.copyTensors = () => {
+  const n = int(3);
+  const list = () => (chance(0.9) ? Array.from({ length: chance(0.9) ? n : int(3) }, handle) : anyValue());
+  return [list(), list()];
+};
+generators.clipGradNorm = () => [
+  chance(0.9) ? Array.from({ length: int(4) }, handle) : anyValue(),
+  chance(0.8) ? pick([0.5, 1, 10]) : pick<unknown>(NUMBERS),
+  chance(0.8) ? pick([1, 2, Infinity]) : pick<unknown>(NUMBERS),
+  chance(0.9) ? chance(0.2) : anyValue(),
+];
 
 const METHODS: Record<string, () => unknown[]> = {
   shape: () => [],

@@ -23,7 +23,7 @@ function includes(file: string): string[] {
   return [...fs.readFileSync(file, 'utf8').matchAll(/^\s*#\s*include\s*[<"]([^>"]+)[>"]/gm)].map((m) => m[1]);
 }
 
-const lowerLayers = ['loss', 'runtime'];
+const lowerLayers = ['loss', 'runtime', 'serialize'];
 const upperLayers = ['napi', 'objects', 'functions'];
 
 describe.each(lowerLayers)('cpp/%s', (layer) => {

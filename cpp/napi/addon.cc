@@ -3,10 +3,12 @@
 #include <napi.h>
 
 #include "functions/autograd.h"
+#include "functions/clip_grad.h"
 #include "functions/factories.h"
 #include "functions/losses.h"
 #include "functions/operators.h"
 #include "functions/runtime.h"
+#include "functions/serialize.h"
 #include "napi/addon_data.h"
 #include "objects/module_handle.h"
 #include "objects/optimizer_handle.h"
@@ -30,6 +32,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   bce::RegisterOperators(env, exports);
   bce::RegisterJit(env, exports);
   bce::RegisterOptimizer(env, exports);
+  bce::RegisterSerialize(env, exports);
+  bce::RegisterClipGrad(env, exports);
   return exports;
 }
 

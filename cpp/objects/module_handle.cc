@@ -65,6 +65,7 @@ class ModuleHandle : public Napi::ObjectWrap<ModuleHandle> {
     AddTaggedMethod<ModuleHandle, &kModuleTag, &ModuleHandle::Forward>(env, constructor, "forward");
     AddTaggedMethod<ModuleHandle, &kModuleTag, &ModuleHandle::Parameters>(env, constructor, "parameters");
     AddTaggedMethod<ModuleHandle, &kModuleTag, &ModuleHandle::NamedParameters>(env, constructor, "namedParameters");
+    AddTaggedMethod<ModuleHandle, &kModuleTag, &ModuleHandle::NamedBuffers>(env, constructor, "namedBuffers");
     AddTaggedMethod<ModuleHandle, &kModuleTag, &ModuleHandle::Train>(env, constructor, "train");
     AddTaggedMethod<ModuleHandle, &kModuleTag, &ModuleHandle::Eval>(env, constructor, "eval");
     AddTaggedMethod<ModuleHandle, &kModuleTag, &ModuleHandle::IsTraining>(env, constructor, "isTraining");
@@ -130,11 +131,11 @@ class ModuleHandle : public Napi::ObjectWrap<ModuleHandle> {
   }
 
   // [[name, handle], ...] in the module's order, names dotted as in PyTorch ("conv1.weight").
-  Napi::Value NamedParameters(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
+  template <typename List>
+  static Napi::Value NamedTensors(Napi::Env env, const List& list) {
     std::vector<std::pair<std::string, at::Tensor>> named = Guard(env, [&] {
       std::vector<std::pair<std::string, at::Tensor>> out;
-      for (const auto& p : Live(env).named_parameters()) out.emplace_back(p.name, p.value);
+      for (const auto& p : list) out.emplace_back(p.name, p.value);
       return out;
     });
     Napi::Array array = Napi::Array::New(env, named.size());
@@ -145,6 +146,17 @@ class ModuleHandle : public Napi::ObjectWrap<ModuleHandle> {
       array.Set(static_cast<uint32_t>(i), pair);
     }
     return array;
+  }
+
+  Napi::Value NamedParameters(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return NamedTensors(env, Live(env).named_parameters());
+  }
+
+  // Buffers (batch-norm running statistics, ...), which a state_dict holds beside the parameters.
+  Napi::Value NamedBuffers(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return NamedTensors(env, Live(env).named_buffers());
   }
 
   Napi::Value Train(const Napi::CallbackInfo& info) {

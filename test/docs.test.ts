@@ -1,0 +1,107 @@
+/**
+ * Docs that run: every TypeScript/JavaScript fenced block of README.md and docs/*.md runs as a program against
+ * this package (its `import ... from 'bootstrapped-ce'` pointed at lib/), each in its own child process with a
+ * time limit, in a scratch folder that sees the repository's models/. A block that cannot run as it stands (it
+ * needs a GPU, or is a fragment or a list of signatures) says so in the Markdown, on the line before its fence:
+ * `<!-- not run: the reason -->`; this test lists those blocks and checks each gives a reason.
+ */
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+const root = path.join(__dirname, '..');
+const LANGUAGES = new Set(['ts', 'typescript', 'js', 'javascript', 'mjs', 'cjs']);
+const TIME_LIMIT_MS = 90_000;
+
+interface Block {
+  file: string;
+  line: number;
+  code: string;
+  notRun?: string;
+}
+
+function markdownFiles(): string[] {
+  const docs = fs
+    .readdirSync(path.join(root, 'docs'))
+    .filter((name) => name.endsWith('.md'))
+    .sort()
+    .map((name) => path.join('docs', name));
+  return ['README.md', ...docs];
+}
+
+/** The fenced code blocks of one Markdown file in a language of LANGUAGES, with their not-run markers. */
+function extractBlocks(file: string): Block[] {
+  const lines = fs.readFileSync(path.join(root, file), 'utf8').split('\n');
+  const blocks: Block[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    const open = /^(\s*)(`{3,}|~{3,})\s*([\w+-]*)/.exec(lines[i]);
+    if (!open) continue;
+    const [, indent, fence, language] = open;
+    let end = i + 1;
+    while (end < lines.length && !lines[end].trimStart().startsWith(fence)) end++;
+    if (LANGUAGES.has(language.toLowerCase())) {
+      let previous = i - 1;
+      while (previous >= 0 && lines[previous].trim() === '') previous--;
+      const marker = previous >= 0 ? /<!--\s*not run:?\s*(.*?)\s*-->/.exec(lines[previous]) : null;
+      blocks.push({
+        file,
+        line: i + 1,
+        code: lines
+          .slice(i + 1, end)
+          .map((l) => (l.startsWith(indent) ? l.slice(indent.length) : l))
+          .join('\n'),
+        notRun: marker ? marker[1] : undefined,
+      });
+    }
+    i = end;
+  }
+  return blocks;
+}
+
+const blocks = markdownFiles().flatMap(extractBlocks);
+const runnable = blocks.filter((b) => b.notRun === undefined);
+const notRun = blocks.filter((b) => b.notRun !== undefined);
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'bce-docs-'));
+fs.symlinkSync(path.join(root, 'models'), path.join(scratch, 'models'));
+
+afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));
+
+describe('docs', () => {
+  it('has code blocks to run', () => {
+    expect(runnable.length).toBeGreaterThan(0);
+  });
+
+  it('marks every block it does not run with a reason', () => {
+    console.log(
+      `docs blocks: ${runnable.length} run, ${notRun.length} not run:\n` +
+        notRun.map((b) => `  ${b.file}:${b.line}: ${b.notRun}`).join('\n'),
+    );
+    for (const block of notRun)
+      expect({ at: `${block.file}:${block.line}`, reason: block.notRun }).toEqual({
+        at: `${block.file}:${block.line}`,
+        reason: expect.stringMatching(/\S{3,}/),
+      });
+  });
+
+  it.each(runnable.map((b) => [`${b.file}:${b.line}`, b] as const))('%s runs', (_, block) => {
+    const lib = path.join(root, 'lib', 'index.ts');
+    const code = block.code.replace(/(['"])bootstrapped-ce\1/g, JSON.stringify(lib));
+    const file = path.join(scratch, `${block.file.replace(/[^\w]/g, '_')}_${block.line}.ts`);
+    fs.writeFileSync(file, code);
+    const child = spawnSync(process.execPath, [require.resolve('ts-node/dist/bin.js'), '--transpile-only', file], {
+      cwd: scratch,
+      encoding: 'utf8',
+      timeout: TIME_LIMIT_MS,
+      env: { ...process.env, TS_NODE_PROJECT: path.join(root, 'tsconfig.json') },
+    });
+    const failure = child.error ? `${child.error.message}` : `exit ${child.status} signal ${child.signal}`;
+    expect({
+      ok: child.status === 0,
+      output: child.status === 0 ? '' : `${failure}\n${child.stderr.slice(-3000)}`,
+    }).toEqual({
+      ok: true,
+      output: '',
+    });
+  });
+});

@@ -2,6 +2,7 @@
 
 #include "loss/fused/fused_ce_cpu.h"
 #include "loss/pool_select.h"
+#include "loss/pool_selector.h"
 
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <torch/nn/functional/loss.h>
@@ -85,6 +86,15 @@ int64_t KeepCount(double p, int64_t n) {
 
 BootstrappedResult bootstrapped_cross_entropy(const at::Tensor& input, const at::Tensor& raw_target,
                                               const BootstrappedOptions& options) {
+  return BootstrappedCrossEntropyWith(input, raw_target, options, nullptr);
+}
+
+BootstrappedResult BootstrappedCrossEntropyWith(const at::Tensor& input, const at::Tensor& raw_target,
+                                                const BootstrappedOptions& options, const PoolSelector& select) {
+  // No selector: this process's own selection, the fused kernel where it applies.
+  const auto SelectAndReduce = [&select](const at::Tensor& x, Pool pool, const BootstrappedOptions& o) {
+    return select ? select(x, std::move(pool), o) : bce::SelectAndReduce(x, std::move(pool), o);
+  };
   const NoAutogradUnlessNeeded no_autograd({&input, &raw_target, &options.weight});
   const bool probabilities = at::isFloatingType(raw_target.scalar_type());
   CheckShapes(input, raw_target, probabilities);
@@ -100,7 +110,7 @@ BootstrappedResult bootstrapped_cross_entropy(const at::Tensor& input, const at:
 
   const at::Tensor target = IndexTarget(raw_target);
   // The fused kernel counts the pool (and range-checks the labels) in its own first pass.
-  if (FusedApplies(input, target, options)) return FusedBootstrappedCrossEntropy(input, target, options);
+  if (!select && FusedApplies(input, target, options)) return FusedBootstrappedCrossEntropy(input, target, options);
   RefuseFused(options);
   // One host read: the valid counts, plus the count of out-of-range targets, so that a bad target is a
   // clear error instead of a device-side assert on CUDA.
@@ -124,6 +134,15 @@ BootstrappedResult bootstrapped_cross_entropy(const at::Tensor& input, const at:
 
 BootstrappedResult bootstrapped_binary_cross_entropy(const at::Tensor& input, const at::Tensor& target,
                                                      const BootstrappedOptions& options, bool with_logits) {
+  return BootstrappedBinaryCrossEntropyWith(input, target, options, with_logits, nullptr);
+}
+
+BootstrappedResult BootstrappedBinaryCrossEntropyWith(const at::Tensor& input, const at::Tensor& target,
+                                                      const BootstrappedOptions& options, bool with_logits,
+                                                      const PoolSelector& select) {
+  const auto SelectAndReduce = [&select](const at::Tensor& x, Pool pool, const BootstrappedOptions& o) {
+    return select ? select(x, std::move(pool), o) : bce::SelectAndReduce(x, std::move(pool), o);
+  };
   const NoAutogradUnlessNeeded no_autograd({&input, &target, &options.weight, &options.pos_weight});
   TORCH_CHECK_TYPE(at::isFloatingType(input.scalar_type()) && at::isFloatingType(target.scalar_type()),
                    "input and target must be floating-point tensors");

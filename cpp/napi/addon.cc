@@ -3,11 +3,13 @@
 #include <napi.h>
 
 #include "functions/factories.h"
+#include "functions/global_losses.h"
 #include "functions/losses.h"
 #include "functions/runtime.h"
 #include "napi/addon_data.h"
 #include "objects/module_handle.h"
 #include "objects/optimizer_handle.h"
+#include "objects/process_group.h"
 #include "objects/tensor_handle.h"
 
 namespace {
@@ -26,6 +28,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   bce::RegisterLoss(env, exports);
   bce::RegisterJit(env, exports);
   bce::RegisterOptimizer(env, exports);
+  bce::RegisterDistributed(env, exports);
+  bce::RegisterGlobalLoss(env, exports);
   return exports;
 }
 

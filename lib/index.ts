@@ -29,6 +29,7 @@ export type {
   BootstrappedBinaryOptions,
   BootstrappedBinaryWithLogitsOptions,
   BootstrappedResult,
+  Scope,
 } from './loss';
 export { BootstrappedCrossEntropy, BootstrappedCE } from './modules';
 export type { BootstrappedCrossEntropyState, BootstrappedCEOptions } from './modules';
@@ -37,3 +38,7 @@ export { Module, noGrad, isGradEnabled } from './jit';
 export type { LoadOptions, ModuleOutput } from './jit';
 export * as optim from './optim';
 export type { SGDOptions, AdamOptions, ParamState, OptimizerStateDict } from './optim';
+export * as distributed from './distributed';
+export type { Backend, ReduceOp, InitProcessGroupOptions, ProcessGroup } from './distributed';
+export { DistributedDataParallel } from './data-parallel';
+export type { DataParallelOptions } from './data-parallel';

@@ -244,23 +244,23 @@ export function getLocalRank(): number {
   return fromEnv('LOCAL_RANK', 0) as number;
 }
 
-/** `allReduce` on the default group. */
-export function allReduce(tensor: Tensor, op: ReduceOp = 'sum'): Promise<void> {
+/** `allReduce` on the default group (rejects before `initProcessGroup`). */
+export async function allReduce(tensor: Tensor, op: ReduceOp = 'sum'): Promise<void> {
   return getDefaultGroup().allReduce(tensor, op);
 }
 
 /** `broadcast` on the default group. */
-export function broadcast(tensor: Tensor, src = 0): Promise<void> {
+export async function broadcast(tensor: Tensor, src = 0): Promise<void> {
   return getDefaultGroup().broadcast(tensor, src);
 }
 
 /** `allGather` on the default group. */
-export function allGather(tensor: Tensor): Promise<Tensor[]> {
+export async function allGather(tensor: Tensor): Promise<Tensor[]> {
   return getDefaultGroup().allGather(tensor);
 }
 
 /** `barrier` on the default group. */
-export function barrier(): Promise<void> {
+export async function barrier(): Promise<void> {
   return getDefaultGroup().barrier();
 }
 

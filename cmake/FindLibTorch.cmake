@@ -140,13 +140,26 @@ set(BCE_DISTRIBUTED 0)
 set(BCE_DISTRIBUTED_REASON "")
 find_path(BCE_C10D_INCLUDE_DIR torch/csrc/distributed/c10d/ProcessGroupGloo.hpp
           HINTS ${TORCH_INCLUDE_DIRS} NO_DEFAULT_PATH)
-find_path(BCE_GLOO_INCLUDE_DIR gloo/config.h HINTS ${TORCH_INCLUDE_DIRS} "$ENV{GLOO_ROOT}/include")
+# Gloo's headers must be those of the Gloo this LibTorch runs (the addon allocates ProcessGroupGloo, whose layout
+# they shape): the system's for the system's LibTorch (Debian's libtorch links Debian's libgloo); for any other
+# LibTorch only its own include folder or an explicit GLOO_ROOT, never a system Gloo of another version.
+if(BCE_TORCH_SOURCE STREQUAL "system")
+  find_path(BCE_GLOO_INCLUDE_DIR gloo/config.h HINTS ${TORCH_INCLUDE_DIRS} "$ENV{GLOO_ROOT}/include")
+else()
+  find_path(BCE_GLOO_INCLUDE_DIR gloo/config.h HINTS ${TORCH_INCLUDE_DIRS} "$ENV{GLOO_ROOT}/include" NO_DEFAULT_PATH)
+endif()
 find_library(BCE_GLOO_LIBRARY NAMES gloo libgloo.so.0 HINTS "${BCE_TORCH_LIB_DIR}" "$ENV{GLOO_ROOT}/lib")
 if(NOT BCE_C10D_INCLUDE_DIR)
   set(BCE_DISTRIBUTED_REASON "this LibTorch has no c10d headers (torch/csrc/distributed/c10d/ProcessGroupGloo.hpp)")
 elseif(NOT BCE_GLOO_INCLUDE_DIR)
-  set(BCE_DISTRIBUTED_REASON "the addon was built without Gloo's headers (gloo/config.h; Debian/Ubuntu: "
-                             "apt-get install libgloo-dev, then rebuild)")
+  if(BCE_TORCH_SOURCE STREQUAL "system")
+    set(BCE_DISTRIBUTED_REASON "the addon was built without Gloo's headers (gloo/config.h); Debian/Ubuntu: "
+                               "apt-get install libgloo-dev, then rebuild")
+  else()
+    set(BCE_DISTRIBUTED_REASON "the addon was built without Gloo's headers (gloo/config.h), which this LibTorch "
+                               "does not ship (PyPI's wheels do not); set GLOO_ROOT to the Gloo this LibTorch was "
+                               "built with (its include/ folder), then rebuild")
+  endif()
 else()
   set(BCE_DISTRIBUTED 1)
 endif()

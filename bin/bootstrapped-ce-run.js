@@ -25,10 +25,21 @@ function fail(message) {
 }
 
 function parse(argv) {
-  const options = { nprocPerNode: undefined, nnodes: 1, nodeRank: 0, masterAddr: '127.0.0.1', masterPort: 29500,
-    graceMs: 5000 };
-  const integers = { '--nproc-per-node': 'nprocPerNode', '--nnodes': 'nnodes', '--node-rank': 'nodeRank',
-    '--master-port': 'masterPort', '--grace-ms': 'graceMs' };
+  const options = {
+    nprocPerNode: undefined,
+    nnodes: 1,
+    nodeRank: 0,
+    masterAddr: '127.0.0.1',
+    masterPort: 29500,
+    graceMs: 5000,
+  };
+  const integers = {
+    '--nproc-per-node': 'nprocPerNode',
+    '--nnodes': 'nnodes',
+    '--node-rank': 'nodeRank',
+    '--master-port': 'masterPort',
+    '--grace-ms': 'graceMs',
+  };
   let i = 0;
   for (; i < argv.length; ++i) {
     let arg = argv[i];

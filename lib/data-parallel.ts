@@ -41,7 +41,8 @@ export class DistributedDataParallel {
     if (!(module instanceof Module)) throw new TypeError(`module must be a jit Module, got ${describe(module)}`);
     const o = checkOptions<DataParallelOptions>(options, 'options', DATA_PARALLEL_OPTIONS);
     const group = groupOrDefault(o.group);
-    const bucketBytes = o.bucketBytes === undefined ? DEFAULT_BUCKET_BYTES : checkInteger(o.bucketBytes, 'bucketBytes', 1);
+    const bucketBytes =
+      o.bucketBytes === undefined ? DEFAULT_BUCKET_BYTES : checkInteger(o.bucketBytes, 'bucketBytes', 1);
     const ddp = new DistributedDataParallel(module, group, bucketBytes);
     await group.live().broadcastTensors(
       ddp.params.map((p) => p.handle),

@@ -62,7 +62,8 @@ function fromEnv(name: string, fallback?: number): number | undefined {
   const raw = process.env[name];
   if (raw === undefined || raw === '') return fallback;
   const value = Number(raw);
-  if (!Number.isSafeInteger(value)) throw new RangeError(`environment variable ${name} must be an integer, got '${raw}'`);
+  if (!Number.isSafeInteger(value))
+    throw new RangeError(`environment variable ${name} must be an integer, got '${raw}'`);
   return value;
 }
 
@@ -178,7 +179,11 @@ export async function initProcessGroup(options?: InitProcessGroupOptions): Promi
   const o = checkOptions<InitProcessGroupOptions>(options, 'options', INIT_OPTIONS);
   const backend = o.backend === undefined ? 'gloo' : checkOneOf(o.backend, 'backend', ['gloo', 'nccl'] as const);
   const rank = checkInteger(required(o.rank ?? fromEnv('RANK'), 'rank', 'RANK'), 'rank', 0);
-  const worldSize = checkInteger(required(o.worldSize ?? fromEnv('WORLD_SIZE'), 'worldSize', 'WORLD_SIZE'), 'worldSize', 1);
+  const worldSize = checkInteger(
+    required(o.worldSize ?? fromEnv('WORLD_SIZE'), 'worldSize', 'WORLD_SIZE'),
+    'worldSize',
+    1,
+  );
   if (rank >= worldSize) throw new RangeError(`rank must be in [0, worldSize = ${worldSize}), got ${rank}`);
   const masterAddr = o.masterAddr ?? (process.env.MASTER_ADDR || '127.0.0.1');
   if (typeof masterAddr !== 'string' || masterAddr.length === 0) {

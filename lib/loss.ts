@@ -219,7 +219,9 @@ function withStats(loss: NativeHandle): NativeLossResult {
 }
 
 /** withStats for the global losses, which also write [bytes, rounds]. */
-function withCommunication(loss: NativeHandle): NativeLossResult & { communication: { bytes: number; rounds: number } } {
+function withCommunication(
+  loss: NativeHandle,
+): NativeLossResult & { communication: { bytes: number; rounds: number } } {
   return { ...withStats(loss), communication: { bytes: stats[3], rounds: stats[4] } };
 }
 
@@ -302,7 +304,8 @@ export function bootstrappedCrossEntropyWithStats(
   const args = checkCrossEntropyArgs(input, target, o);
   const { reduction, perSample, checkFinite, group } = commonOptions(o);
   const impl = o.impl === undefined ? 'auto' : checkOneOf(o.impl, 'impl', ['auto', 'fused', 'reference'] as const);
-  if (group !== undefined && impl === 'fused') throw new TypeError("impl 'fused' selects within one process: not with scope 'global'");
+  if (group !== undefined && impl === 'fused')
+    throw new TypeError("impl 'fused' selects within one process: not with scope 'global'");
   const thisP = effectiveP(p, checkIteration(iteration), o.warmup);
   if (group !== undefined) {
     return finish(

@@ -114,49 +114,58 @@ describe('distributed without a process group', () => {
     ).toThrow(/scope must be one of/);
   });
 
-  (available ? test : test.skip)("backend 'nccl' is a clear error (CUDA missing, or NCCL not in this build)", async () => {
-    await expect(
-      bce.distributed.initProcessGroup({ backend: 'nccl', rank: 0, worldSize: 1, masterPort: await freePort() }),
-    ).rejects.toThrow(bce.cuda.isAvailable() ? /not in this build/ : /needs CUDA/);
-  });
+  (available ? test : test.skip)(
+    "backend 'nccl' is a clear error (CUDA missing, or NCCL not in this build)",
+    async () => {
+      await expect(
+        bce.distributed.initProcessGroup({ backend: 'nccl', rank: 0, worldSize: 1, masterPort: await freePort() }),
+      ).rejects.toThrow(bce.cuda.isAvailable() ? /not in this build/ : /needs CUDA/);
+    },
+  );
 
-  (available ? test : test.skip)('a rank that never comes ends the rendezvous in a clear error after timeoutMs', async () => {
-    const started = Date.now();
-    await expect(
-      bce.distributed.initProcessGroup({ rank: 0, worldSize: 2, masterPort: await freePort(), timeoutMs: 1500 }),
-    ).rejects.toThrow(/rank 0 of 2 could not join the group at 127\.0\.0\.1:\d+ within 1500 ms/);
-    expect(Date.now() - started).toBeLessThan(15000);
-    expect(bce.distributed.isInitialized()).toBe(false);
-  });
+  (available ? test : test.skip)(
+    'a rank that never comes ends the rendezvous in a clear error after timeoutMs',
+    async () => {
+      const started = Date.now();
+      await expect(
+        bce.distributed.initProcessGroup({ rank: 0, worldSize: 2, masterPort: await freePort(), timeoutMs: 1500 }),
+      ).rejects.toThrow(/rank 0 of 2 could not join the group at 127\.0\.0\.1:\d+ within 1500 ms/);
+      expect(Date.now() - started).toBeLessThan(15000);
+      expect(bce.distributed.isInitialized()).toBe(false);
+    },
+  );
 
-  (available ? test : test.skip)('a group of one: collectives are identities; the global loss is the process loss', async () => {
-    const group = await bce.distributed.initProcessGroup({ rank: 0, worldSize: 1, masterPort: await freePort() });
-    try {
-      const t = bce.tensor([1, -2, 3]);
-      await group.allReduce(t, 'avg');
-      expect(list(t)).toEqual([1, -2, 3]);
-      expect((await group.allGather(t)).map(list)).toEqual([[1, -2, 3]]);
-      await expect(group.broadcast(t, 1)).rejects.toThrow(/src must be a rank in \[0, 1\)/);
-      await expect(group.allReduce(t, 'mean' as never)).rejects.toThrow(/op must be one of/);
-      const batch = lossBatch(3, 2, 5, 7, { ties: false, ignoreRate: 0.2 });
-      const input = bce.tensor(batch.logits, { shape: batch.shape });
-      const target = bce.tensor(batch.labels, { shape: [2, 5, 7], dtype: 'int64' });
-      const weight = bce.tensor(CLASS_WEIGHTS);
-      const options = { ignoreIndex: IGNORE, weight };
-      const global = bce.bootstrappedCrossEntropyWithStats(input, target, 0, 0.3, { ...options, scope: 'global' });
-      const local = bce.bootstrappedCrossEntropyWithStats(input, target, 0, 0.3, { ...options, impl: 'reference' });
-      expect(global.loss.item()).toBeCloseTo(local.loss.item(), 5);
-      expect([global.k, global.nValid]).toEqual([local.k, local.nValid]);
-      expect(global.communication?.rounds).toBeGreaterThanOrEqual(1);
-      expect(() =>
-        bce.bootstrappedCrossEntropy(input, target, 0, 0.3, { scope: 'global', perSample: true }),
-      ).toThrow(/perSample/);
-    } finally {
-      bce.distributed.destroyProcessGroup();
-    }
-    expect(bce.distributed.isInitialized()).toBe(false);
-    expect(() => group.barrierSync()).toThrow(/destroyed/);
-  });
+  (available ? test : test.skip)(
+    'a group of one: collectives are identities; the global loss is the process loss',
+    async () => {
+      const group = await bce.distributed.initProcessGroup({ rank: 0, worldSize: 1, masterPort: await freePort() });
+      try {
+        const t = bce.tensor([1, -2, 3]);
+        await group.allReduce(t, 'avg');
+        expect(list(t)).toEqual([1, -2, 3]);
+        expect((await group.allGather(t)).map(list)).toEqual([[1, -2, 3]]);
+        await expect(group.broadcast(t, 1)).rejects.toThrow(/src must be a rank in \[0, 1\)/);
+        await expect(group.allReduce(t, 'mean' as never)).rejects.toThrow(/op must be one of/);
+        const batch = lossBatch(3, 2, 5, 7, { ties: false, ignoreRate: 0.2 });
+        const input = bce.tensor(batch.logits, { shape: batch.shape });
+        const target = bce.tensor(batch.labels, { shape: [2, 5, 7], dtype: 'int64' });
+        const weight = bce.tensor(CLASS_WEIGHTS);
+        const options = { ignoreIndex: IGNORE, weight };
+        const global = bce.bootstrappedCrossEntropyWithStats(input, target, 0, 0.3, { ...options, scope: 'global' });
+        const local = bce.bootstrappedCrossEntropyWithStats(input, target, 0, 0.3, { ...options, impl: 'reference' });
+        expect(global.loss.item()).toBeCloseTo(local.loss.item(), 5);
+        expect([global.k, global.nValid]).toEqual([local.k, local.nValid]);
+        expect(global.communication?.rounds).toBeGreaterThanOrEqual(1);
+        expect(() => bce.bootstrappedCrossEntropy(input, target, 0, 0.3, { scope: 'global', perSample: true })).toThrow(
+          /perSample/,
+        );
+      } finally {
+        bce.distributed.destroyProcessGroup();
+      }
+      expect(bce.distributed.isInitialized()).toBe(false);
+      expect(() => group.barrierSync()).toThrow(/destroyed/);
+    },
+  );
 });
 
 describeIfAvailable.each([2, 3])('collectives across %i ranks', (world) => {
@@ -319,7 +328,7 @@ describeIfAvailable.each([
 });
 
 describeIfAvailable('the launcher', () => {
-  test('a failing rank makes it exit with that rank\'s code and stops the others', async () => {
+  test("a failing rank makes it exit with that rank's code and stops the others", async () => {
     const run = await launch(2, ['fail'], ['--grace-ms', '2000']);
     expect(run.code).toBe(3);
     expect(run.stderr).toMatch(/rank 1 failed \(exit code 3\); stopping the other ranks/);

@@ -10,8 +10,8 @@
 
 namespace bce {
 
-using PoolSelector = std::function<BootstrappedResult(const at::Tensor& input, Pool pool,
-                                                      const BootstrappedOptions& options)>;
+using PoolSelector =
+    std::function<BootstrappedResult(const at::Tensor& input, Pool pool, const BootstrappedOptions& options)>;
 
 // The losses of bootstrapped_ce.h with `select` in place of SelectAndReduce; the fused kernel, which selects by
 // itself, is never used.

@@ -262,9 +262,9 @@ class ProcessGroupHandle : public Napi::ObjectWrap<ProcessGroupHandle> {
     AddTaggedMethod<ProcessGroupHandle, &kGroupTag, &ProcessGroupHandle::AllGather>(env, constructor, "allGather");
     AddTaggedMethod<ProcessGroupHandle, &kGroupTag, &ProcessGroupHandle::Barrier>(env, constructor, "barrier");
     AddTaggedMethod<ProcessGroupHandle, &kGroupTag, &ProcessGroupHandle::AverageGradients>(env, constructor,
-                                                                                          "averageGradients");
+                                                                                           "averageGradients");
     AddTaggedMethod<ProcessGroupHandle, &kGroupTag, &ProcessGroupHandle::BroadcastTensors>(env, constructor,
-                                                                                          "broadcastTensors");
+                                                                                           "broadcastTensors");
     AddTaggedMethod<ProcessGroupHandle, &kGroupTag, &ProcessGroupHandle::Destroy>(env, constructor, "destroy");
     return constructor;
   }

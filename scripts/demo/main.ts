@@ -180,10 +180,10 @@ async function train(
     const seconds = (Date.now() - start) / 1000;
     if (rank === 0)
       bar.update(iteration + 1, {
-      loss: loss.toFixed(4),
-      p: p.toFixed(3),
-      speed: ((iteration + 1) / seconds).toFixed(2),
-    });
+        loss: loss.toFixed(4),
+        p: p.toFixed(3),
+        speed: ((iteration + 1) / seconds).toFixed(2),
+      });
   }
   if (rank === 0) bar.stop();
   const seconds = (Date.now() - start) / 1000;

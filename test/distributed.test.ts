@@ -6,7 +6,9 @@
  * failure handling and the timeouts.
  */
 import { spawn } from 'child_process';
+import * as fs from 'fs';
 import * as net from 'net';
+import * as os from 'os';
 import * as path from 'path';
 import * as bce from '../lib';
 import { CLASS_WEIGHTS, IGNORE, lossBatch, trainingBatch } from './helpers/distributed-data';
@@ -50,7 +52,14 @@ async function launch(nproc: number, args: string[], extraLauncherArgs: string[]
   const child = spawn(
     process.execPath,
     [LAUNCHER, '--nproc-per-node', String(nproc), '--master-port', String(port), ...extraLauncherArgs, WORKER, ...args],
-    { cwd: ROOT, env: { ...process.env, MASTER_ADDR: '127.0.0.1' } },
+    {
+      cwd: ROOT,
+      env: {
+        ...process.env,
+        MASTER_ADDR: '127.0.0.1',
+        DISTRIBUTED_TEST_SYNC_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'bce-dist-')),
+      },
+    },
   );
   let stdout = '';
   let stderr = '';
@@ -186,7 +195,8 @@ describeIfAvailable.each([2, 3])('collectives across %i ranks', (world) => {
       expect(result.allGather).toEqual(ranks.map((r) => [r, r * r]));
       expect(result.allGatherSync).toEqual(ranks.map((r) => [r]));
       // Rank 0 waited ~600 ms for the others at the barrier; a 10 ms timer kept firing meanwhile.
-      if (result.rank === 0) expect(result.ticksWhileWaiting as number).toBeGreaterThan(20);
+      // (A blocked loop would give 0 or 1; the bound leaves room for a busy machine.)
+      if (result.rank === 0) expect(result.ticksWhileWaiting as number).toBeGreaterThan(5);
       expect(result.afterDestroy).toMatch(/initProcessGroup/);
     }
   });

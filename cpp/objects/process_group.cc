@@ -527,7 +527,7 @@ Napi::Value DistributedInfo(const Napi::CallbackInfo& info) {
 }  // namespace
 
 std::shared_ptr<Collectives> CollectivesFrom(Napi::Env env, const Napi::Value& value, const char* what) {
-  throw Napi::Error::New(env, std::string("distributed training is not available: ") + BCE_DISTRIBUTED_REASON);
+  ThrowType(env, std::string(what) + " must be a process group, and this build has none: " + BCE_DISTRIBUTED_REASON);
 }
 
 void RegisterDistributed(Napi::Env env, Napi::Object exports) {

@@ -131,3 +131,44 @@ else()
   set(BCE_FLAVOUR "CPU")
 endif()
 message(STATUS "bootstrapped-ce: LibTorch ${BCE_TORCH_VERSION} (${BCE_FLAVOUR}) from ${BCE_TORCH_SOURCE}: ${BCE_TORCH_DIR}; libraries in ${BCE_TORCH_LIB_DIR}")
+
+# Distributed training (lib/distributed.ts) runs on LibTorch's own c10d: TCPStore and ProcessGroupGloo. LibTorch
+# exports them, but ProcessGroupGloo.hpp compiles only with USE_C10D_GLOO defined and Gloo's own headers present:
+# PyPI's wheels ship c10d's headers without Gloo's; Debian's come from libgloo-dev. Without them the addon still
+# builds and `distributed.isAvailable()` is false, with BCE_DISTRIBUTED_REASON as the reason (no semicolons in
+# it: CMake would read them as list separators).
+set(BCE_DISTRIBUTED 0)
+set(BCE_DISTRIBUTED_REASON "")
+find_path(BCE_C10D_INCLUDE_DIR torch/csrc/distributed/c10d/ProcessGroupGloo.hpp
+          HINTS ${TORCH_INCLUDE_DIRS} NO_DEFAULT_PATH)
+# Gloo's headers must be those of the Gloo this LibTorch runs (the addon allocates ProcessGroupGloo, whose layout
+# they shape): the system's for the system's LibTorch (Debian's libtorch links Debian's libgloo); for any other
+# LibTorch only its own include folder or an explicit GLOO_ROOT, never a system Gloo of another version.
+if(BCE_TORCH_SOURCE STREQUAL "system")
+  find_path(BCE_GLOO_INCLUDE_DIR gloo/config.h HINTS ${TORCH_INCLUDE_DIRS} "$ENV{GLOO_ROOT}/include")
+else()
+  find_path(BCE_GLOO_INCLUDE_DIR gloo/config.h HINTS ${TORCH_INCLUDE_DIRS} "$ENV{GLOO_ROOT}/include" NO_DEFAULT_PATH)
+endif()
+find_library(BCE_GLOO_LIBRARY NAMES gloo libgloo.so.0 HINTS "${BCE_TORCH_LIB_DIR}" "$ENV{GLOO_ROOT}/lib")
+option(BCE_WITH_DISTRIBUTED "Build distributed training (c10d + Gloo) when Gloo's headers are found" ON)
+if(NOT BCE_WITH_DISTRIBUTED)
+  set(BCE_DISTRIBUTED_REASON "the addon was built with BCE_WITH_DISTRIBUTED=OFF")
+elseif(NOT BCE_C10D_INCLUDE_DIR)
+  set(BCE_DISTRIBUTED_REASON "this LibTorch has no c10d headers (torch/csrc/distributed/c10d/ProcessGroupGloo.hpp)")
+elseif(NOT BCE_GLOO_INCLUDE_DIR)
+  if(BCE_TORCH_SOURCE STREQUAL "system")
+    set(BCE_DISTRIBUTED_REASON "the addon was built without Gloo's headers (gloo/config.h). Debian/Ubuntu: "
+                               "apt-get install libgloo-dev, then rebuild")
+  else()
+    set(BCE_DISTRIBUTED_REASON "the addon was built without Gloo's headers (gloo/config.h), which this LibTorch "
+                               "does not ship (PyPI's wheels do not). Set GLOO_ROOT to the Gloo this LibTorch was "
+                               "built with (its include/ folder), then rebuild")
+  endif()
+else()
+  set(BCE_DISTRIBUTED 1)
+endif()
+if(BCE_DISTRIBUTED)
+  message(STATUS "bootstrapped-ce: distributed (c10d + Gloo) on; Gloo headers in ${BCE_GLOO_INCLUDE_DIR}")
+else()
+  message(STATUS "bootstrapped-ce: distributed off: ${BCE_DISTRIBUTED_REASON}")
+endif()

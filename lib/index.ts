@@ -33,6 +33,7 @@ export type {
   BootstrappedBinaryOptions,
   BootstrappedBinaryWithLogitsOptions,
   BootstrappedResult,
+  Scope,
 } from './loss';
 export { BootstrappedCrossEntropy, BootstrappedCE } from './modules';
 export type { BootstrappedCrossEntropyState, BootstrappedCEOptions } from './modules';
@@ -61,3 +62,7 @@ export type {
 } from './lr-scheduler';
 export { clipGradNorm } from './clip-grad';
 export type { ClipGradNormOptions } from './clip-grad';
+export * as distributed from './distributed';
+export type { Backend, ReduceOp, InitProcessGroupOptions, ProcessGroup } from './distributed';
+export { DistributedDataParallel } from './data-parallel';
+export type { DataParallelOptions } from './data-parallel';

@@ -3,6 +3,7 @@
  * Data path: argument checks here, one native call (cpp/functions/losses.cc), LibTorch (cpp/loss/).
  */
 import { DType, INDEX_DTYPES, isFloating } from './dtype';
+import { ProcessGroup, groupOrDefault } from './distributed';
 import { native, NativeHandle, NativeLossResult, NativeReduction } from './native';
 import { Warmup, effectiveP } from './schedules';
 import { Tensor, checkTensor, isTensor } from './tensor';
@@ -35,7 +36,14 @@ export interface CrossEntropyOptions {
   reduction?: 'mean' | 'sum' | 'none';
 }
 
-const COMMON_OPTIONS = { warmup: true, reduction: true, perSample: true, checkFinite: true } as const;
+const COMMON_OPTIONS = {
+  warmup: true,
+  reduction: true,
+  perSample: true,
+  checkFinite: true,
+  scope: true,
+  group: true,
+} as const;
 /** The option names of each loss: anything else is refused (validate.ts, checkOptions). */
 const CROSS_ENTROPY_OPTIONS = optionNames<CrossEntropyOptions>({
   weight: true,
@@ -71,7 +79,20 @@ export interface BootstrappedCommonOptions {
   perSample?: boolean;
   /** Throw a RangeError when the loss is not finite (reads the loss back to the host). Default false. */
   checkFinite?: boolean;
+  /**
+   * Which batch the hardest p is taken from. 'process' (default): this process's batch. 'global': every rank's
+   * batch together (distributed training): the selected set is one process's top-k on the ranks' batches
+   * concatenated in rank order, ties taken in (rank, element index) order; 'mean' and 'sum' are scaled so that
+   * their average over the ranks (what gradient averaging does) is that single-process loss. Blocks until every
+   * rank of the group makes the same call. Not with perSample; never the fused kernel.
+   */
+  scope?: Scope;
+  /** The process group of scope 'global'. Default: the one `distributed.initProcessGroup` made. */
+  group?: ProcessGroup;
 }
+
+/** Where the selection happens: this process's batch, or every rank's (distributed training). */
+export type Scope = 'process' | 'global';
 
 /** Options of `bootstrappedCrossEntropy`. */
 export interface BootstrappedCrossEntropyOptions extends BootstrappedCommonOptions {
@@ -108,6 +129,13 @@ export interface BootstrappedResult {
   nValid: number;
   /** Whether the fused CPU kernel computed it. */
   fused: boolean;
+  /** Scope 'global' only: what the selection exchanged with the other ranks in this call. */
+  communication?: {
+    /** Bytes this rank contributed to the all-reduces. */
+    bytes: number;
+    /** All-reduce calls. */
+    rounds: number;
+  };
 }
 
 const REDUCTIONS = ['mean', 'sum', 'none'] as const;
@@ -184,15 +212,22 @@ function checkIteration(iteration: unknown): number {
 
 // The native losses write [k, nValid, fused] here (one array per module instance, so per thread); it is read
 // right after each call, before anything else can run.
-const stats = new Float64Array(3);
+const stats = new Float64Array(5);
 
 function withStats(loss: NativeHandle): NativeLossResult {
   return { loss, k: stats[0], nValid: stats[1], fused: stats[2] === 1 };
 }
 
+/** withStats for the global losses, which also write [bytes, rounds]. */
+function withCommunication(
+  loss: NativeHandle,
+): NativeLossResult & { communication: { bytes: number; rounds: number } } {
+  return { ...withStats(loss), communication: { bytes: stats[3], rounds: stats[4] } };
+}
+
 /** Runs the native loss; applies a function reduction and checkFinite. */
 function finish(
-  run: (reduction: NativeReduction) => NativeLossResult,
+  run: (reduction: NativeReduction) => NativeLossResult & { communication?: { bytes: number; rounds: number } },
   reduction: Reduction,
   p: number,
   checkFinite: boolean,
@@ -218,7 +253,9 @@ function finish(
       throw new RangeError(`the loss is not finite (${total}); checkFinite is on`);
     }
   }
-  return { loss, p, k: result.k, nValid: result.nValid, fused: result.fused };
+  const out: BootstrappedResult = { loss, p, k: result.k, nValid: result.nValid, fused: result.fused };
+  if (result.communication !== undefined) out.communication = result.communication;
+  return out;
 }
 
 /** One number that is finite exactly when every element of `loss` is (NaN and Inf survive a sum). */
@@ -236,11 +273,19 @@ function commonOptions(o: Partial<BootstrappedCommonOptions>): {
   reduction: Reduction;
   perSample: boolean;
   checkFinite: boolean;
+  group: ProcessGroup | undefined;
 } {
+  const perSample = o.perSample === undefined ? false : checkBoolean(o.perSample, 'perSample');
+  const scope = o.scope === undefined ? 'process' : checkOneOf(o.scope, 'scope', ['process', 'global'] as const);
+  if (scope === 'process' && o.group !== undefined) throw new TypeError("group applies to scope 'global' only");
+  if (scope === 'global' && perSample) {
+    throw new TypeError("scope 'global' selects over the whole batch; perSample already selects within each sample");
+  }
   return {
     reduction: checkReduction(o.reduction),
-    perSample: o.perSample === undefined ? false : checkBoolean(o.perSample, 'perSample'),
+    perSample,
     checkFinite: o.checkFinite === undefined ? false : checkBoolean(o.checkFinite, 'checkFinite'),
+    group: scope === 'global' ? groupOrDefault(o.group) : undefined,
   };
 }
 
@@ -257,9 +302,32 @@ export function bootstrappedCrossEntropyWithStats(
 ): BootstrappedResult {
   const o = checkOptions<BootstrappedCrossEntropyOptions>(options, 'options', BOOTSTRAPPED_CROSS_ENTROPY_OPTIONS);
   const args = checkCrossEntropyArgs(input, target, o);
-  const { reduction, perSample, checkFinite } = commonOptions(o);
+  const { reduction, perSample, checkFinite, group } = commonOptions(o);
   const impl = o.impl === undefined ? 'auto' : checkOneOf(o.impl, 'impl', ['auto', 'fused', 'reference'] as const);
+  if (group !== undefined && impl === 'fused')
+    throw new TypeError("impl 'fused' selects within one process: not with scope 'global'");
   const thisP = effectiveP(p, checkIteration(iteration), o.warmup);
+  if (group !== undefined) {
+    return finish(
+      (nativeReduction) =>
+        withCommunication(
+          native.globalBootstrappedCrossEntropy(
+            group.live(),
+            args.input.handle,
+            args.target.handle,
+            args.native.weight,
+            thisP,
+            args.native.ignoreIndex,
+            args.native.labelSmoothing,
+            nativeReduction,
+            stats,
+          ),
+        ),
+      reduction,
+      thisP,
+      checkFinite,
+    );
+  }
   return finish(
     (nativeReduction) =>
       withStats(
@@ -329,8 +397,29 @@ function binary(
     throw new TypeError('posWeight applies to bootstrappedBinaryCrossEntropyWithLogits only');
   }
   const posWeight = withLogits ? extra('posWeight') : undefined;
-  const { reduction, perSample, checkFinite } = commonOptions(o);
+  const { reduction, perSample, checkFinite, group } = commonOptions(o);
   const thisP = effectiveP(p, checkIteration(iteration), o.warmup);
+  if (group !== undefined) {
+    return finish(
+      (nativeReduction) =>
+        withCommunication(
+          native.globalBootstrappedBinaryCrossEntropy(
+            group.live(),
+            x.handle,
+            t.handle,
+            weight,
+            posWeight,
+            thisP,
+            nativeReduction,
+            withLogits,
+            stats,
+          ),
+        ),
+      reduction,
+      thisP,
+      checkFinite,
+    );
+  }
   return finish(
     (nativeReduction) =>
       withStats(

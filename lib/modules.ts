@@ -105,6 +105,8 @@ const BOOTSTRAPPED_CE_OPTIONS = optionNames<BootstrappedCEOptions>({
   ignoreIndex: true,
   labelSmoothing: true,
   impl: true,
+  scope: true,
+  group: true,
 });
 
 export class BootstrappedCE {

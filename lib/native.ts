@@ -105,6 +105,18 @@ export interface NativeLossResult {
   fused: boolean;
 }
 
+/** Methods of the native ProcessGroupHandle (cpp/objects/process_group.cc); `wait` false returns a Promise. */
+export interface NativeProcessGroup {
+  init(rank: number, worldSize: number, masterAddr: string, masterPort: number, timeoutMs: number): Promise<void>;
+  allReduce(tensor: NativeHandle, op: string, wait: boolean): Promise<void> | void;
+  broadcast(tensor: NativeHandle, src: number, wait: boolean): Promise<void> | void;
+  allGather(tensor: NativeHandle, wait: boolean): Promise<NativeHandle[]> | NativeHandle[];
+  barrier(wait: boolean): Promise<void> | void;
+  averageGradients(params: NativeHandle[], bucketBytes: number, wait: boolean): Promise<void> | void;
+  broadcastTensors(tensors: NativeHandle[], src: number, bucketBytes: number, wait: boolean): Promise<void> | void;
+  destroy(): void;
+}
+
 /** The addon's exports (cpp/napi/addon.cc). */
 export interface NativeAddon {
   /**
@@ -189,6 +201,32 @@ export interface NativeAddon {
     new (kind: NativeOptimizerKind, params: NativeHandle[], options: NativeOptimizerSettings): NativeOptimizer;
     prototype: NativeOptimizer;
   };
+  // Distributed training (cpp/objects/process_group.cc); ProcessGroupHandle exists only in builds with Gloo.
+  distributedInfo(): { available: boolean; reason: string; backends: string[] };
+  ProcessGroupHandle?: new () => NativeProcessGroup;
+  // The bootstrapped losses with the selection over every rank; stats gets [k, nValid, fused, bytes, rounds].
+  globalBootstrappedCrossEntropy(
+    group: NativeProcessGroup,
+    input: NativeHandle,
+    target: NativeHandle,
+    weight: NativeHandle | undefined,
+    p: number,
+    ignoreIndex: number,
+    labelSmoothing: number,
+    reduction: NativeReduction,
+    stats: Float64Array,
+  ): NativeHandle;
+  globalBootstrappedBinaryCrossEntropy(
+    group: NativeProcessGroup,
+    input: NativeHandle,
+    target: NativeHandle,
+    weight: NativeHandle | undefined,
+    posWeight: NativeHandle | undefined,
+    p: number,
+    reduction: NativeReduction,
+    withLogits: boolean,
+    stats: Float64Array,
+  ): NativeHandle;
   // cpp/functions/serialize.cc: PyTorch's file format. `value` holds TensorHandles, numbers, bigints, strings,
   // booleans, null, arrays, plain objects and Maps; loadObject returns the same kinds (no Maps: dicts are objects).
   saveObject(path: string, value: unknown): void;

@@ -2,6 +2,7 @@
 
 #include "loss/fused/fused_ce_cpu.h"
 #include "loss/pool_select.h"
+#include "loss/pool_selector.h"
 
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <torch/nn/functional/loss.h>
@@ -98,6 +99,16 @@ int64_t KeepCount(double p, int64_t n) {
 
 BootstrappedResult bootstrapped_cross_entropy(const at::Tensor& input, const at::Tensor& raw_target,
                                               const BootstrappedCrossEntropyOptions& options) {
+  return BootstrappedCrossEntropyWith(input, raw_target, options, nullptr);
+}
+
+BootstrappedResult BootstrappedCrossEntropyWith(const at::Tensor& input, const at::Tensor& raw_target,
+                                                const BootstrappedCrossEntropyOptions& options,
+                                                const PoolSelector& select) {
+  // No selector: this process's own selection, the fused kernel where it applies.
+  const auto SelectAndReduce = [&select](const at::Tensor& x, Pool pool, const BootstrappedOptionsBase& o) {
+    return select ? select(x, std::move(pool), o) : bce::SelectAndReduce(x, std::move(pool), o);
+  };
   const NoAutogradUnlessNeeded no_autograd({&input, &raw_target, &options.weight});
   const bool probabilities = at::isFloatingType(raw_target.scalar_type());
   CheckShapes(input, raw_target, probabilities);
@@ -113,7 +124,7 @@ BootstrappedResult bootstrapped_cross_entropy(const at::Tensor& input, const at:
 
   const at::Tensor target = IndexTarget(raw_target);
   // The fused kernel counts the pool (and range-checks the labels) in its own first pass.
-  if (FusedApplies(input, target, options)) return FusedBootstrappedCrossEntropy(input, target, options);
+  if (!select && FusedApplies(input, target, options)) return FusedBootstrappedCrossEntropy(input, target, options);
   RefuseFused(options);
   // One host read: the valid counts, plus the count of out-of-range targets, so that a bad target is a
   // clear error instead of a device-side assert on CUDA.
@@ -137,6 +148,15 @@ BootstrappedResult bootstrapped_cross_entropy(const at::Tensor& input, const at:
 
 BootstrappedResult bootstrapped_binary_cross_entropy(const at::Tensor& input, const at::Tensor& target,
                                                      const BootstrappedBinaryCrossEntropyOptions& options) {
+  return BootstrappedBinaryCrossEntropyWith(input, target, options, nullptr);
+}
+
+BootstrappedResult BootstrappedBinaryCrossEntropyWith(const at::Tensor& input, const at::Tensor& target,
+                                                      const BootstrappedBinaryCrossEntropyOptions& options,
+                                                      const PoolSelector& select) {
+  const auto SelectAndReduce = [&select](const at::Tensor& x, Pool pool, const BootstrappedOptionsBase& o) {
+    return select ? select(x, std::move(pool), o) : bce::SelectAndReduce(x, std::move(pool), o);
+  };
   const NoAutogradUnlessNeeded no_autograd({&input, &target, &options.weight});
   CheckBinaryArguments(input, target, options.p);
   if (!input.device().is_cpu()) {
@@ -154,6 +174,15 @@ BootstrappedResult bootstrapped_binary_cross_entropy(const at::Tensor& input, co
 
 BootstrappedResult bootstrapped_binary_cross_entropy_with_logits(
     const at::Tensor& input, const at::Tensor& target, const BootstrappedBinaryCrossEntropyWithLogitsOptions& options) {
+  return BootstrappedBinaryCrossEntropyWithLogitsWith(input, target, options, nullptr);
+}
+
+BootstrappedResult BootstrappedBinaryCrossEntropyWithLogitsWith(
+    const at::Tensor& input, const at::Tensor& target, const BootstrappedBinaryCrossEntropyWithLogitsOptions& options,
+    const PoolSelector& select) {
+  const auto SelectAndReduce = [&select](const at::Tensor& x, Pool pool, const BootstrappedOptionsBase& o) {
+    return select ? select(x, std::move(pool), o) : bce::SelectAndReduce(x, std::move(pool), o);
+  };
   const NoAutogradUnlessNeeded no_autograd({&input, &target, &options.weight, &options.pos_weight});
   CheckBinaryArguments(input, target, options.p);
   F::BinaryCrossEntropyWithLogitsFuncOptions bce;

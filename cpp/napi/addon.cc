@@ -5,6 +5,7 @@
 #include "functions/autograd.h"
 #include "functions/clip_grad.h"
 #include "functions/factories.h"
+#include "functions/global_losses.h"
 #include "functions/losses.h"
 #include "functions/operators.h"
 #include "functions/runtime.h"
@@ -12,6 +13,7 @@
 #include "napi/addon_data.h"
 #include "objects/module_handle.h"
 #include "objects/optimizer_handle.h"
+#include "objects/process_group.h"
 #include "objects/tensor_handle.h"
 
 namespace {
@@ -34,6 +36,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   bce::RegisterOptimizer(env, exports);
   bce::RegisterSerialize(env, exports);
   bce::RegisterClipGrad(env, exports);
+  bce::RegisterDistributed(env, exports);
+  bce::RegisterGlobalLoss(env, exports);
   return exports;
 }
 

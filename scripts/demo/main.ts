@@ -4,8 +4,14 @@
  * bootstrapped cross-entropy (hardest p of the pixels, after a linear warm-up), then compares per-class IoU on
  * held-out images and writes a plot (loss curves, the p schedule, per-class IoU) as SVG.
  *
- *   npm run demo -- [--iterations 1000] [--seed 1] [--device cpu] [--out demo-output] [--help]
+ *   npm run demo -- [--iterations 1000] [--seed 1] [--device cpu] [--out demo-output] [--nproc 1] [--help]
+ *
+ * With --nproc N > 1 the demo starts N ranks (bin/bootstrapped-ce-run.js) that train data-parallel
+ * (DistributedDataParallel, gradients averaged over the ranks), each on its share of a global batch of N x batch
+ * images, with the bootstrapped loss's hardest pixels selected over the whole global batch (scope 'global').
  */
+import { spawn } from 'child_process';
+import * as net from 'net';
 import * as fs from 'fs';
 import * as path from 'path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
@@ -27,6 +33,7 @@ interface Flags {
   p: number;
   evalImages: number;
   threads: number;
+  nproc: number;
 }
 
 function device(value: string): string {
@@ -65,6 +72,11 @@ function parseFlags(argv: string[]): Flags {
         .argParser(positiveInteger('--eval-images')),
     )
     .addOption(new Option('--threads <n>', 'LibTorch CPU threads').default(2).argParser(positiveInteger('--threads')))
+    .addOption(
+      new Option('--nproc <n>', 'data-parallel processes (--batch images each), global top-k')
+        .default(1)
+        .argParser(positiveInteger('--nproc')),
+    )
     .allowExcessArguments(false)
     .exitOverride()
     .configureOutput({ writeErr: () => undefined });
@@ -89,9 +101,18 @@ interface RunResult {
   seconds: number;
 }
 
-function train(name: string, flags: Flags, bootstrapped: boolean): RunResult {
+async function train(
+  name: string,
+  flags: Flags,
+  bootstrapped: boolean,
+  group: bce.ProcessGroup | undefined,
+): Promise<RunResult> {
   const model = bce.jit.load(MODEL, { device: flags.device }).train();
+  const ddp = group ? await bce.DistributedDataParallel.create(model, { group }) : undefined;
   const optimizer = new bce.optim.Adam(model.parameters(), { lr: flags.lr });
+  const world = group?.worldSize ?? 1;
+  const rank = group?.rank ?? 0;
+  const plane = SIZE * SIZE;
   const random = mulberry32(flags.seed);
   // Warm-up: p = 1 for the first 10% of the iterations, then linearly down to p at 40%.
   const schedule = bce.schedules.linear(Math.round(flags.iterations * 0.1), Math.round(flags.iterations * 0.4));
@@ -105,18 +126,30 @@ function train(name: string, flags: Flags, bootstrapped: boolean): RunResult {
     },
     cliProgress.Presets.shades_classic,
   );
-  bar.start(flags.iterations, 0, { loss: '-', p: '-', speed: '-' });
+  if (rank === 0) bar.start(flags.iterations, 0, { loss: '-', p: '-', speed: '-' });
   const start = Date.now();
   for (let iteration = 0; iteration < flags.iterations; iteration++) {
     const { loss, p } = bce.trainStep(() => {
-      const batch = makeBatch(random, flags.batch);
-      const images = bce.tensor(batch.images, { shape: [batch.n, 3, SIZE, SIZE], device: flags.device });
-      const labels = bce.tensor(batch.labels, { shape: [batch.n, SIZE, SIZE], device: flags.device });
+      // Every rank draws the global batch from the same stream and keeps its own share.
+      const batch = makeBatch(random, flags.batch * world);
+      const from = rank * flags.batch;
+      const n = flags.batch;
+      const images = bce.tensor(batch.images.subarray(from * 3 * plane, (from + n) * 3 * plane), {
+        shape: [n, 3, SIZE, SIZE],
+        device: flags.device,
+      });
+      const labels = bce.tensor(batch.labels.subarray(from * plane, (from + n) * plane), {
+        shape: [n, SIZE, SIZE],
+        device: flags.device,
+      });
       const logits = model.forward(images);
       let value: bce.Tensor;
       let p = 1;
       if (bootstrapped) {
-        const result = bce.bootstrappedCrossEntropyWithStats(logits, labels, iteration, flags.p, { warmup: schedule });
+        const result = bce.bootstrappedCrossEntropyWithStats(logits, labels, iteration, flags.p, {
+          warmup: schedule,
+          ...(group ? { scope: 'global' as const, group } : {}),
+        });
         value = result.loss;
         p = result.p;
       } else {
@@ -124,21 +157,28 @@ function train(name: string, flags: Flags, bootstrapped: boolean): RunResult {
       }
       optimizer.zeroGrad();
       value.backward();
+      ddp?.averageGradientsSync();
       optimizer.step();
-      return { loss: value.item(), p };
+      if (!group) return { loss: value.item(), p };
+      // The loss of the global batch: the ranks' losses averaged (each is scaled for exactly that).
+      const shown = value.detach().reshape([1]);
+      group.allReduceSync(shown, 'avg');
+      return { loss: shown.item(), p };
     });
     losses.push(loss);
     ps.push(p);
     const seconds = (Date.now() - start) / 1000;
-    bar.update(iteration + 1, {
-      loss: loss.toFixed(4),
-      p: p.toFixed(3),
-      speed: ((iteration + 1) / seconds).toFixed(2),
-    });
+    if (rank === 0)
+      bar.update(iteration + 1, {
+        loss: loss.toFixed(4),
+        p: p.toFixed(3),
+        speed: ((iteration + 1) / seconds).toFixed(2),
+      });
   }
-  bar.stop();
+  if (rank === 0) bar.stop();
   const seconds = (Date.now() - start) / 1000;
-  const iou = evaluate(model, flags);
+  // The replicas are equal: rank 0 evaluates.
+  const iou = rank === 0 ? evaluate(model, flags) : [];
   model.dispose();
   return { name, losses, ps, iou, seconds };
 }
@@ -258,8 +298,35 @@ async function writePlot(runs: RunResult[], flags: Flags, file: string): Promise
   view.finalize();
 }
 
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Runs this demo again as --nproc ranks under the launcher; resolves with its exit code. */
+async function launchRanks(flags: Flags): Promise<number> {
+  const launcher = path.join(__dirname, '..', '..', 'bin', 'bootstrapped-ce-run.js');
+  const args = [launcher, '--nproc-per-node', String(flags.nproc), '--master-port', String(await freePort())];
+  const child = spawn(process.execPath, [...args, __filename, ...process.argv.slice(2)], { stdio: 'inherit' });
+  return new Promise((resolve) => child.on('exit', (code) => resolve(code ?? 1)));
+}
+
 async function main(): Promise<void> {
   const flags = parseFlags(process.argv);
+  if (flags.nproc > 1 && process.env.RANK === undefined) process.exit(await launchRanks(flags));
+  const group = flags.nproc > 1 ? await bce.distributed.initProcessGroup() : undefined;
+  if (group && group.worldSize !== flags.nproc) {
+    throw new Error(`--nproc ${flags.nproc} but the launcher started ${group.worldSize} ranks`);
+  }
+  const rank = group?.rank ?? 0;
+  // Only rank 0 talks.
+  const log = (line: string) => rank === 0 && console.log(line);
   bce.setNumThreads(flags.threads);
   if (flags.device.startsWith('cuda') && !bce.cuda.isAvailable()) {
     process.stderr.write(`--device ${flags.device}: CUDA is not available in this LibTorch build or machine\n`);
@@ -269,19 +336,24 @@ async function main(): Promise<void> {
   const sample = makeBatch(mulberry32(flags.seed), 64);
   const counts = classFrequencies(sample.labels);
   const total = counts.reduce((a, b) => a + b, 0);
-  console.log(
+  log(
     `Synthetic task, ${SIZE}x${SIZE}, pixel share: ` +
       CLASS_NAMES.map((name, c) => `${name} ${((100 * counts[c]) / total).toFixed(1)}%`).join(', '),
   );
-  console.log(
-    `Training ${path.relative(process.cwd(), MODEL)} for ${flags.iterations} iterations of ${flags.batch} images on ` +
+  const ranks = group ? ` x ${group.worldSize} ranks (data-parallel, global top-k)` : '';
+  log(
+    `Training ${path.relative(process.cwd(), MODEL)} for ${flags.iterations} iterations of ${flags.batch} images${ranks} on ` +
       `${flags.device} (Adam, lr ${flags.lr}; bootstrapped: p ${flags.p}, linear warm-up)\n`,
   );
   const started = Date.now();
   const cpuStart = process.cpuUsage();
-  const plain = train('cross-entropy', flags, false);
-  const boot = train('bootstrapped', flags, true);
+  const plain = await train('cross-entropy', flags, false, group);
+  const boot = await train('bootstrapped', flags, true, group);
   const runs = [plain, boot];
+  if (rank !== 0) {
+    bce.distributed.destroyProcessGroup();
+    return;
+  }
   console.log(`\nHeld-out IoU (%) on ${flags.evalImages} images:\n${printTable(runs)}\n`);
   const svg = path.join(flags.out, 'demo.svg');
   await writePlot(runs, flags, svg);
@@ -305,6 +377,7 @@ async function main(): Promise<void> {
   console.log(
     `Wrote ${svg} and ${path.join(flags.out, 'metrics.json')} (${metrics.totalSeconds.toFixed(1)} s in all, ${metrics.cpuSeconds.toFixed(1)} s of CPU time)`,
   );
+  bce.distributed.destroyProcessGroup();
 }
 
 main().catch((error) => {

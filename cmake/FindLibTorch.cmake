@@ -157,12 +157,13 @@ elseif(NOT BCE_C10D_INCLUDE_DIR)
   set(BCE_DISTRIBUTED_REASON "this LibTorch has no c10d headers (torch/csrc/distributed/c10d/ProcessGroupGloo.hpp)")
 elseif(NOT BCE_GLOO_INCLUDE_DIR)
   if(BCE_TORCH_SOURCE STREQUAL "system")
-    set(BCE_DISTRIBUTED_REASON "the addon was built without Gloo's headers (gloo/config.h). Debian/Ubuntu: "
-                               "apt-get install libgloo-dev, then rebuild")
+    # string(CONCAT): set() with several strings would make a CMake list (joined by semicolons).
+    string(CONCAT BCE_DISTRIBUTED_REASON "the addon was built without Gloo's headers (gloo/config.h). "
+                                         "Debian/Ubuntu: apt-get install libgloo-dev, then rebuild")
   else()
-    set(BCE_DISTRIBUTED_REASON "the addon was built without Gloo's headers (gloo/config.h), which this LibTorch "
-                               "does not ship (PyPI's wheels do not). Set GLOO_ROOT to the Gloo this LibTorch was "
-                               "built with (its include/ folder), then rebuild")
+    string(CONCAT BCE_DISTRIBUTED_REASON "the addon was built without Gloo's headers (gloo/config.h), which this "
+                                         "LibTorch does not ship (PyPI's wheels do not). Set GLOO_ROOT to the Gloo "
+                                         "this LibTorch was built with (its include/ folder), then rebuild")
   endif()
 else()
   set(BCE_DISTRIBUTED 1)

@@ -49,6 +49,7 @@ interface Launch {
 async function launch(nproc: number, args: string[], extraLauncherArgs: string[] = []): Promise<Launch> {
   const port = await freePort();
   const started = Date.now();
+  const resultDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bce-dist-'));
   const child = spawn(
     process.execPath,
     [LAUNCHER, '--nproc-per-node', String(nproc), '--master-port', String(port), ...extraLauncherArgs, WORKER, ...args],
@@ -57,7 +58,7 @@ async function launch(nproc: number, args: string[], extraLauncherArgs: string[]
       env: {
         ...process.env,
         MASTER_ADDR: '127.0.0.1',
-        DISTRIBUTED_TEST_SYNC_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'bce-dist-')),
+        DISTRIBUTED_TEST_SYNC_DIR: resultDir,
       },
     },
   );
@@ -66,11 +67,13 @@ async function launch(nproc: number, args: string[], extraLauncherArgs: string[]
   child.stdout.on('data', (chunk) => (stdout += chunk));
   child.stderr.on('data', (chunk) => (stderr += chunk));
   const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
-  const results = stdout
-    .split('\n')
-    .filter((line) => line.startsWith('RESULT '))
-    .map((line) => JSON.parse(line.slice('RESULT '.length)) as Record<string, unknown>)
+  // Each rank writes its results to files (see distributed-worker.ts), in rank order here.
+  const results = fs
+    .readdirSync(resultDir)
+    .filter((name) => /^result-\d+-\d+\.json$/.test(name))
+    .map((name) => JSON.parse(fs.readFileSync(path.join(resultDir, name), 'utf8')) as Record<string, unknown>)
     .sort((a, b) => (a.rank as number) - (b.rank as number));
+  fs.rmSync(resultDir, { recursive: true, force: true });
   return { code, stdout, stderr, ms: Date.now() - started, results };
 }
 

@@ -3,7 +3,9 @@
  * this package (its `import ... from 'bootstrapped-ce'` pointed at lib/), each in its own child process with a
  * time limit, in a scratch folder that sees the repository's models/. A block that cannot run as it stands (it
  * needs a GPU, or is a fragment or a list of signatures) says so in the Markdown, on the line before its fence:
- * `<!-- not run: the reason -->`; this test lists those blocks and checks each gives a reason.
+ * `<!-- not run: the reason -->`; this test lists those blocks and checks each gives a reason. A block that is a
+ * script for several ranks says how it is started, `<!-- run with: bootstrapped-ce-run --nproc-per-node N -->`,
+ * and runs under the package's launcher on 127.0.0.1.
  */
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
@@ -19,6 +21,8 @@ interface Block {
   line: number;
   code: string;
   notRun?: string;
+  /** Ranks to start it with under bin/bootstrapped-ce-run.js (`<!-- run with: ... -->`). */
+  ranks?: number;
 }
 
 function markdownFiles(): string[] {
@@ -44,6 +48,10 @@ function extractBlocks(file: string): Block[] {
       let previous = i - 1;
       while (previous >= 0 && lines[previous].trim() === '') previous--;
       const marker = previous >= 0 ? /<!--\s*not run:?\s*(.*?)\s*-->/.exec(lines[previous]) : null;
+      const launcher =
+        previous >= 0
+          ? /<!--\s*run with: bootstrapped-ce-run --nproc-per-node (\d+)\s*-->/.exec(lines[previous])
+          : null;
       blocks.push({
         file,
         line: i + 1,
@@ -52,6 +60,7 @@ function extractBlocks(file: string): Block[] {
           .map((l) => (l.startsWith(indent) ? l.slice(indent.length) : l))
           .join('\n'),
         notRun: marker ? marker[1] : undefined,
+        ranks: launcher ? Number(launcher[1]) : undefined,
       });
     }
     i = end;
@@ -89,11 +98,21 @@ describe('docs', () => {
     const code = block.code.replace(/(['"])bootstrapped-ce\1/g, JSON.stringify(lib));
     const file = path.join(scratch, `${block.file.replace(/[^\w]/g, '_')}_${block.line}.ts`);
     fs.writeFileSync(file, code);
-    const child = spawnSync(process.execPath, [require.resolve('ts-node/dist/bin.js'), '--transpile-only', file], {
-      cwd: scratch,
+    const command =
+      block.ranks === undefined
+        ? [require.resolve('ts-node/dist/bin.js'), '--transpile-only', file]
+        : [path.join(root, 'bin', 'bootstrapped-ce-run.js'), '--nproc-per-node', String(block.ranks), file];
+    const child = spawnSync(process.execPath, command, {
+      // The launcher finds ts-node from its working directory: the repository's (which has models/ too).
+      cwd: block.ranks === undefined ? scratch : root,
       encoding: 'utf8',
       timeout: TIME_LIMIT_MS,
-      env: { ...process.env, TS_NODE_PROJECT: path.join(root, 'tsconfig.json') },
+      env: {
+        ...process.env,
+        TS_NODE_PROJECT: path.join(root, 'tsconfig.json'),
+        MASTER_ADDR: '127.0.0.1',
+        MASTER_PORT: String(29500 + (process.pid % 20000)),
+      },
     });
     const failure = child.error ? `${child.error.message}` : `exit ${child.status} signal ${child.signal}`;
     expect({

@@ -527,7 +527,9 @@ Napi::Value DistributedInfo(const Napi::CallbackInfo& info) {
 }  // namespace
 
 std::shared_ptr<Collectives> CollectivesFrom(Napi::Env env, const Napi::Value& value, const char* what) {
-  ThrowType(env, std::string(what) + " must be a process group, and this build has none: " + BCE_DISTRIBUTED_REASON);
+  // The same words as in a build with Gloo (docs/errors.md lists one message); this build can make no process
+  // group at all, and initProcessGroup / distributed.unavailableReason() say why.
+  ThrowType(env, std::string(what) + " must be a process group");
 }
 
 void RegisterDistributed(Napi::Env env, Napi::Object exports) {

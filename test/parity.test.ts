@@ -65,6 +65,9 @@ describe('parity grid', () => {
     expect(has((s) => s.loss === 'bceLogits' && s.posWeight && s.elementWeight !== 'none')).toBe(true);
     expect(has((s) => s.p === 0.01) && has((s) => s.p === 1)).toBe(true);
     for (const impl of ['reference', 'auto', 'fused']) expect(has((s) => s.impl === impl)).toBe(true);
+    expect(has((s) => s.impl === 'fused' && s.classWeights && s.reduction === 'mean')).toBe(true);
+    for (const dtype of ['float32', 'float64'])
+      expect(has((s) => s.dtype === dtype && s.perSample && s.reduction === 'mean' && s.ignoreFirstSample)).toBe(true);
   });
 });
 

@@ -62,6 +62,10 @@ function checkTexts(list: MutantList): void {
   }
 }
 
+/** Copied, not linked: the packages whose headers the build includes, and cmake-js, which finds node-api-headers
+ * from where it lies. */
+const HEADER_PACKAGES = ['node-addon-api', 'node-api-headers', 'cmake-js'];
+
 /** Copies the repository's files (tracked and untracked, not ignored) where they differ, keeping mtimes otherwise. */
 function syncScratch(scratch: string): void {
   const listed = spawnSync('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], {
@@ -78,14 +82,16 @@ function syncScratch(scratch: string): void {
     fs.mkdirSync(path.dirname(to), { recursive: true });
     fs.writeFileSync(to, content);
   }
-  // node_modules: links to the repository's packages, except node-addon-api, copied so that its include path lies
-  // under CCACHE_BASEDIR like the repository's own build (same relative paths, so ccache hits).
+  // node_modules: links to the repository's packages, except HEADER_PACKAGES, copied so that the include paths lie
+  // under CCACHE_BASEDIR like the repository's own build's (same relative paths, so ccache hits).
   const modules = path.join(scratch, 'node_modules');
   fs.mkdirSync(modules, { recursive: true });
   for (const entry of fs.readdirSync(path.join(root, 'node_modules'))) {
     const to = path.join(modules, entry);
-    if (fs.existsSync(to)) continue;
-    if (entry === 'node-addon-api') fs.cpSync(path.join(root, 'node_modules', entry), to, { recursive: true });
+    const copied = HEADER_PACKAGES.includes(entry);
+    if (fs.existsSync(to) && fs.lstatSync(to).isSymbolicLink() === !copied) continue;
+    fs.rmSync(to, { recursive: true, force: true });
+    if (copied) fs.cpSync(path.join(root, 'node_modules', entry), to, { recursive: true });
     else fs.symlinkSync(path.join(root, 'node_modules', entry), to);
   }
 }

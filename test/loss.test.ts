@@ -65,6 +65,7 @@ describe('pool and k (rules 1-2)', () => {
     const logits = randomLogits(random, 1, 2, 100);
     const target = randomTarget(random, 1, 100, 2);
     const { input, target: t } = make(logits, target);
+    // Why 0.29 (a JavaScript fact, not a check of the addon): truncating 0.29 * 100 gives 28.
     expect(Math.trunc(0.29 * 100)).toBe(28);
     expect(bce.bootstrappedCrossEntropyWithStats(input, t, 0, 0.29).k).toBe(29);
     expect(bce.bootstrappedCrossEntropyWithStats(input, t, 0, 0.57).k).toBe(57);

@@ -175,3 +175,30 @@ test('the fused kernel with every pixel ignored: loss 0, connected to the graph,
     expect(Array.from(x.grad!.toArray() as Float32Array).every((g) => g === 0)).toBe(true);
   }
 });
+
+test("the fused kernel's backward scales by the upstream gradient: loss.mul(3) triples every gradient", () => {
+  const random = prng(15);
+  const [N, C, S] = [2, 3, 40];
+  const logits = rounded(randomLogits(random, N, C, S));
+  const target = Array.from({ length: N }, () => Array.from({ length: S }, () => Math.floor(random() * C)));
+  const p = 0.25;
+  const losses = pixelLosses(logits, target).flat();
+  const k = keepCount(p, N * S);
+  const chosen = topkIndices(
+    losses,
+    k,
+    losses.map(() => true),
+  );
+  const x = input(logits);
+  const y = bce.tensor(new BigInt64Array(target.flat().map(BigInt)), { shape: [N, S] });
+  const result = bce.bootstrappedCrossEntropyWithStats(x, y, 0, p, { impl: 'fused', reduction: 'sum' });
+  expect(result.fused).toBe(true);
+  expect(result.loss.item()).toBeCloseTo(
+    chosen.reduce((a, i) => a + losses[i], 0),
+    4,
+  );
+  result.loss.mul(3).backward();
+  // 'sum': each selected pixel's gradient times the upstream 3 (a denominator of 1/3).
+  const grad = handGradient(logits, target, pixels(chosen, S, 1 / 3), [1, 1, 1], 0);
+  expectClose(x.grad!.toArray() as Float32Array, grad, 1e-5);
+});

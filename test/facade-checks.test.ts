@@ -88,7 +88,7 @@ describe('binary argument checks', () => {
     expectError(
       () => bce.bootstrappedBinaryCrossEntropy(probabilities, bce.zeros([2, 2], { dtype: 'float64' }), 0, 0.5),
       'RangeError',
-      /target must have the input's shape/,
+      /^target must have the input's shape \[4\], got \[2,2\]$/,
     );
   });
 });

@@ -27,6 +27,7 @@ export function strykerCounts(report: { files: Record<string, { mutants: { statu
     noCoverage: of('NoCoverage'),
     equivalent: of('Ignored'),
     compileErrors: of('CompileError'),
+    runtimeErrors: of('RuntimeError'),
   };
 }
 
@@ -44,12 +45,14 @@ function main(): number {
   const lines = ['', 'Mutation testing summary'];
   if (fs.existsSync(STRYKER_REPORT)) {
     const s = strykerCounts(JSON.parse(fs.readFileSync(STRYKER_REPORT, 'utf8')));
-    const valid = s.total - s.equivalent - s.compileErrors;
+    // As Stryker's own score: mutants rejected by tsc or that break a test file while it loads are left out.
+    const valid = s.total - s.equivalent - s.compileErrors - s.runtimeErrors;
     const detected = s.killed + s.timeout;
     lines.push(
       `  TypeScript (Stryker): ${detected} of ${valid} non-equivalent mutants killed (${((100 * detected) / valid).toFixed(1)} %): ` +
         `${s.total} in all, ${s.killed} killed, ${s.timeout} timed out, ${s.survived} survived, ` +
-        `${s.noCoverage} without coverage, ${s.equivalent} marked equivalent, ${s.compileErrors} rejected by tsc; ` +
+        `${s.noCoverage} without coverage, ${s.equivalent} marked equivalent or GPU-only, ` +
+        `${s.compileErrors} rejected by tsc, ${s.runtimeErrors} breaking a test file as it loads; ` +
         `${strykerSeconds} s`,
     );
   } else {

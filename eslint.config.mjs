@@ -17,6 +17,7 @@ export default tseslint.config(
       '.tools/',
       'coverage/',
       'reports/',
+      '.stryker-tmp/',
     ],
   },
   js.configs.recommended,

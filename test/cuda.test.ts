@@ -7,6 +7,7 @@
  */
 import * as path from 'path';
 import * as bce from '../lib';
+import { pixelLosses } from './helpers/reference';
 
 const available = bce.cuda.isAvailable();
 const required = process.env.BCE_TEST_CUDA === '1';
@@ -135,7 +136,12 @@ describeCuda('CUDA', () => {
     expect(() => bce.bootstrappedCrossEntropy(input, negative, 100, 0.5)).toThrow(/outside/);
     // No device-side assert happened: the CUDA context still works.
     const ok = bce.tensor([0, 1, 2, -100], { dtype: 'int64', device: 'cuda' });
-    expect(Number.isFinite(bce.bootstrappedCrossEntropy(input, ok, 100, 0.5).to('cpu').item())).toBe(true);
+    // k = floor(0.5 * 3) = 1 of the three valid rows: the largest of their losses, computed here from the logits.
+    const x = input.to('cpu').toArray() as Float32Array;
+    const rows = [0, 1, 2].map((n) => [[x[3 * n]], [x[3 * n + 1]], [x[3 * n + 2]]]);
+    const losses = pixelLosses(rows, [[0], [1], [2]]).flat();
+    const value = bce.bootstrappedCrossEntropy(input, ok, 100, 0.5).to('cpu').item();
+    expect(Math.abs(value - Math.max(...losses))).toBeLessThan(1e-5);
   });
 
   test('a module moved in place: its parameters report the new device (the facade caches devices)', () => {

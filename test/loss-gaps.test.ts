@@ -176,3 +176,58 @@ test('the fused kernel with every pixel ignored: loss 0, connected to the graph,
     expect(Array.from(x.grad!.toArray() as Float32Array).every((g) => g === 0)).toBe(true);
   }
 });
+
+test("the fused kernel's backward scales by the upstream gradient: loss.mul(3) triples every gradient", () => {
+  const random = mulberry32(15);
+  const [N, C, S] = [2, 3, 40];
+  const logits = rounded(randomLogits(random, N, C, S));
+  const target = Array.from({ length: N }, () => Array.from({ length: S }, () => Math.floor(random() * C)));
+  const p = 0.25;
+  const losses = pixelLosses(logits, target).flat();
+  const k = keepCount(p, N * S);
+  const chosen = topkIndices(
+    losses,
+    k,
+    losses.map(() => true),
+  );
+  const x = input(logits);
+  const y = bce.tensor(new BigInt64Array(target.flat().map(BigInt)), { shape: [N, S] });
+  const result = bce.bootstrappedCrossEntropyWithStats(x, y, 0, p, { impl: 'fused', reduction: 'sum' });
+  expect(result.fused).toBe(true);
+  expect(result.loss.item()).toBeCloseTo(
+    chosen.reduce((a, i) => a + losses[i], 0),
+    4,
+  );
+  result.loss.mul(3).backward();
+  // 'sum': each selected pixel's gradient times the upstream 3 (a denominator of 1/3).
+  const grad = handGradient(logits, target, pixels(chosen, S, 1 / 3), [1, 1, 1], 0);
+  expectClose(x.grad!.toArray() as Float32Array, grad, 1e-5);
+});
+
+test('the fused histogram selection when the k-th loss ends its bucket: exactly the k hard pixels, weighted or not', () => {
+  // 2^16 pixels take the histogram path; the first k = 2^14 are hard (logits [0, 5], label 0) and all fall in one
+  // bucket, whose last element is then the k-th largest; the others are easy (logits [5, 0]).
+  const S = 1 << 16;
+  const k = 1 << 14;
+  const values = new Float32Array(2 * S);
+  for (let s = 0; s < S; s++) {
+    values[s] = s < k ? 0 : 5;
+    values[S + s] = s < k ? 5 : 0;
+  }
+  const y = bce.zeros([1, S], { dtype: 'int64' });
+  // Weighted, every selected pixel has class 0's weight: the same mean and gradient, w / (k w) = 1 / k.
+  for (const weight of [undefined, bce.tensor(new Float32Array([2, 0.5]))]) {
+    const x = bce.tensor(values, { shape: [1, 2, S], requiresGrad: true });
+    const result = bce.bootstrappedCrossEntropyWithStats(x, y, 0, 0.25, { impl: 'fused', weight });
+    expect([result.fused, result.k]).toEqual([true, k]);
+    const hard = Math.log(1 + Math.exp(5));
+    expect(result.loss.item()).toBeCloseTo(hard, 4);
+    result.loss.backward();
+    const grad = x.grad!.toArray() as Float32Array;
+    // d/dx = (softmax - onehot) / k on the hard pixels, 0 on the easy ones.
+    const q1 = Math.exp(5) / (1 + Math.exp(5));
+    expect(Math.abs(grad[0] + q1 / k)).toBeLessThan(1e-9);
+    expect(Math.abs(grad[S + k - 1] - q1 / k)).toBeLessThan(1e-9);
+    expect(grad.subarray(k, S).every((g) => g === 0) && grad.subarray(S + k, 2 * S).every((g) => g === 0)).toBe(true);
+  }
+});

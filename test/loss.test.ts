@@ -66,6 +66,7 @@ describe('pool and k (rules 1-2)', () => {
     const logits = randomLogits(random, 1, 2, 100);
     const target = randomTarget(random, 1, 100, 2);
     const { input, target: t } = make(logits, target);
+    // Why 0.29 (a JavaScript fact, not a check of the addon): truncating 0.29 * 100 gives 28.
     expect(Math.trunc(0.29 * 100)).toBe(28);
     expect(bce.bootstrappedCrossEntropyWithStats(input, t, 0, 0.29).k).toBe(29);
     expect(bce.bootstrappedCrossEntropyWithStats(input, t, 0, 0.57).k).toBe(57);
@@ -89,6 +90,38 @@ describe('pool and k (rules 1-2)', () => {
     expect(
       Math.abs(bce.bootstrappedCrossEntropy(input, t, 0, 0.25, { reduction: 'sum' }).item() - 2 * Math.log(1 + Math.E)),
     ).toBeLessThan(TOL);
+  });
+
+  test('under ties the clearly hardest pixel is selected, and forward and backward select the same pixels', () => {
+    // Pixel 5 is the hardest, log(1 + e^2); the other seven tie at log(1 + e). k = 2: pixel 5 and one of the
+    // tied (which one is topk's choice, not pinned here), each with its own value and gradient.
+    const logits = [
+      [
+        [0, 0, 0, 0, 0, -1, 0, 0],
+        [1, 1, 1, 1, 1, 1, 1, 1],
+      ],
+    ];
+    const target = [[0, 0, 0, 0, 0, 0, 0, 0]];
+    const { input, target: t } = make(logits, target);
+    const values = Array.from(
+      bce.bootstrappedCrossEntropy(input, t, 0, 0.25, { reduction: 'none' }).toArray() as Float64Array,
+    );
+    const selected = values.flatMap((v, s) => (v !== 0 ? [s] : []));
+    expect(selected).toHaveLength(2);
+    expect(selected).toContain(5);
+    const tied = selected.find((s) => s !== 5)!;
+    expect(Math.abs(values[5] - Math.log(1 + Math.exp(2)))).toBeLessThan(TOL);
+    expect(Math.abs(values[tied] - Math.log(1 + Math.E))).toBeLessThan(TOL);
+    // 'mean' over k = 2: d/dx_c = (softmax_c - onehot_c) / 2 at the selected pixels, 0 elsewhere.
+    bce.bootstrappedCrossEntropy(input, t, 0, 0.25).backward();
+    const grad = Array.from(input.grad!.toArray() as Float64Array);
+    const q1 = (s: number) => Math.exp(1) / (Math.exp(logits[0][0][s]) + Math.exp(1));
+    const expected = new Array(16).fill(0);
+    for (const s of selected) {
+      expected[s] = -q1(s) / 2;
+      expected[8 + s] = q1(s) / 2;
+    }
+    expect(maxAbsDiff(grad, expected)).toBeLessThan(TOL);
   });
 });
 
@@ -174,11 +207,19 @@ describe('warm-up (rule 4) and continuity', () => {
         ...options,
         warmup: bce.schedules.linear(100, 200),
       });
-      const plain = bce.crossEntropy(input, t, options);
-      expect(Math.abs(before.item() - plain.item())).toBeLessThan(TOL);
-      expect(Math.abs(at.item() - plain.item())).toBeLessThan(TOL);
-      // One iteration into the fall p = 0.9925: at most one pixel of 25 differs.
-      expect(Math.abs(justAfter.item() - plain.item())).toBeLessThan(0.2);
+      const weights = 'weight' in options ? [0.2, 1.5, 3] : undefined;
+      const losses = pixelLosses(logits, target, { weight: weights });
+      // Before and at startWarm p = 1: the plain weighted mean over every valid pixel (the textbook value, and
+      // as a consistency check, the addon's crossEntropy).
+      const plain = expectedBatch(losses, target, 1, weights);
+      expect(plain.k).toBe(plain.n);
+      expect(Math.abs(before.item() - plain.mean)).toBeLessThan(TOL);
+      expect(Math.abs(at.item() - plain.mean)).toBeLessThan(TOL);
+      expect(Math.abs(bce.crossEntropy(input, t, options).item() - plain.mean)).toBeLessThan(TOL);
+      // One iteration into the fall p = 0.25 + 0.75 * (1 - 1/100) = 0.9925: one pixel fewer than the pool.
+      const fall = expectedBatch(losses, target, 0.25 + 0.75 * (1 - 1 / 100), weights);
+      expect(fall.k).toBe(plain.n - 1);
+      expect(Math.abs(justAfter.item() - fall.mean)).toBeLessThan(TOL);
     }
   });
 
@@ -346,9 +387,10 @@ describe('probability targets and label smoothing (rule 7)', () => {
     const result = bce.bootstrappedCrossEntropyWithStats(input, target, 0, 0.3);
     expect(result.nValid).toBe(10);
     expect(Math.abs(result.loss.item() - top.reduce((a, b) => a + b, 0) / k)).toBeLessThan(TOL);
-    expect(
-      Math.abs(bce.bootstrappedCrossEntropy(input, target, 0, 1).item() - bce.crossEntropy(input, target).item()),
-    ).toBeLessThan(TOL);
+    // p = 1: the mean over all 10 pixels, by hand; the addon's crossEntropy agrees (a consistency check).
+    const all = losses.reduce((a, b) => a + b, 0) / losses.length;
+    expect(Math.abs(bce.bootstrappedCrossEntropy(input, target, 0, 1).item() - all)).toBeLessThan(TOL);
+    expect(Math.abs(bce.crossEntropy(input, target).item() - all)).toBeLessThan(TOL);
   });
 
   test('label smoothing per pixel follows PyTorch', () => {
@@ -499,7 +541,22 @@ describe('class APIs', () => {
 
     const resumed = new bce.BootstrappedCrossEntropy(0.2, options);
     resumed.loadStateDict(state);
-    for (let i = 0; i < 4; i++) expect(resumed.forward(input, t).item()).toBe(loss.forward(input, t).item());
+    // Iterations 3 to 6 of linear(1, 5) by hand: p = 0.6, 0.4, 0.2, 0.2; each loss is the mean of the k hardest.
+    const losses = pixelLosses(logits, target);
+    for (const [it, p] of [
+      [3, 0.6],
+      [4, 0.4],
+      [5, 0.2],
+      [6, 0.2],
+    ]) {
+      expect(resumed.iteration).toBe(it);
+      const value = resumed.forward(input, t).item();
+      expect(resumed.lastP).toBeCloseTo(p, 12);
+      expect(resumed.lastK).toBe(keepCount(p, 40));
+      expect(Math.abs(value - expectedBatch(losses, target, resumed.lastP!).mean)).toBeLessThan(TOL);
+      // Consistency: the uninterrupted loss gives the same value at the same iteration.
+      expect(loss.forward(input, t).item()).toBe(value);
+    }
     expect(resumed.lastP).toBe(0.2);
     expect(() => resumed.loadStateDict({ ...state, iteration: -1 })).toThrow(/state.iteration/);
     expect(() => resumed.loadStateDict({ ...state, p: 0.3 })).toThrow(/state.p/);
@@ -524,7 +581,10 @@ describe('schedules', () => {
 
 describe('bad input gives named errors', () => {
   const random = mulberry32(14);
-  const { input, target } = make(randomLogits(random, 2, 3, 4), randomTarget(random, 2, 4, 3));
+  const handLogits = randomLogits(random, 2, 3, 4);
+  const handTarget = randomTarget(random, 2, 4, 3);
+  const { input, target } = make(handLogits, handTarget);
+  const usable = expectedBatch(pixelLosses(handLogits, handTarget), handTarget, 0.5).mean;
   const errorOf = (fn: () => unknown): Error => {
     try {
       fn();
@@ -630,8 +690,8 @@ describe('bad input gives named errors', () => {
     const error = errorOf(fn);
     expect(error.name).toBe(name);
     expect(error.message).toMatch(pattern);
-    // The process is still usable.
-    expect(Number.isFinite(bce.bootstrappedCrossEntropy(input, target, 0, 0.5).item())).toBe(true);
+    // The process is still usable: the loss of the valid call is the hand value.
+    expect(Math.abs(bce.bootstrappedCrossEntropy(input, target, 0, 0.5).item() - usable)).toBeLessThan(TOL);
   });
 
   test('an exception thrown by a schedule passes through unchanged', () => {

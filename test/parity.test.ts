@@ -27,7 +27,8 @@ const runnable = grid.filter((c) => skipReason(c.spec, DEVICE, fused) === null);
 const skipped = grid.filter((c) => skipReason(c.spec, DEVICE, fused) !== null);
 const python = findTorchPython();
 
-describe('parity grid', () => {
+// Checks of the test inputs (the grid generator), not of the addon: the cases below cover what they claim.
+describe('parity grid generator (test inputs, not the addon)', () => {
   const specs = grid.map((c) => c.spec);
   const has = (predicate: (s: (typeof specs)[number]) => boolean) => specs.some(predicate);
 
@@ -64,6 +65,9 @@ describe('parity grid', () => {
     expect(has((s) => s.loss === 'bceLogits' && s.posWeight && s.elementWeight !== 'none')).toBe(true);
     expect(has((s) => s.p === 0.01) && has((s) => s.p === 1)).toBe(true);
     for (const impl of ['reference', 'auto', 'fused']) expect(has((s) => s.impl === impl)).toBe(true);
+    expect(has((s) => s.impl === 'fused' && s.classWeights && s.reduction === 'mean')).toBe(true);
+    for (const dtype of ['float32', 'float64'])
+      expect(has((s) => s.dtype === dtype && s.perSample && s.reduction === 'mean' && s.ignoreFirstSample)).toBe(true);
   });
 });
 

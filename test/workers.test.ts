@@ -2,17 +2,48 @@
  * The addon in several worker_threads at once. A child process (so that a crash fails this test instead of
  * killing jest) starts four workers, each loading the library and running training steps (create, loss,
  * backward, dispose), while the main thread trains too; one worker is terminated mid-run. The process must
- * survive, the other workers finish with no live tensor, and a fresh worker still loads the addon afterwards.
+ * survive, the other workers finish with no live tensor and the right loss for a fixed input (computed here in
+ * JavaScript), and a fresh worker still loads the addon afterwards.
  * A tensor posted to a worker arrives as a plain object without its native tensor and is refused with a
  * TypeError.
  */
 import { spawnSync } from 'child_process';
 import * as path from 'path';
+import { mulberry32 } from './helpers/prng';
+import { keepCount, pixelLosses, randomLogits, topkIndices } from './helpers/reference';
 
 const root = path.join(__dirname, '..');
 
+/** Fixed (2, 5, 12) logits and labels; CHECK_EXPECTED is their loss at p = 0.25, computed here in JavaScript. */
+const CHECK_LOGITS = randomLogits(mulberry32(21), 2, 5, 12);
+const CHECK_LABELS = [0, 1].map((n) => Array.from({ length: 12 }, (_, s) => (3 * s + n) % 5));
+const CHECK = { shape: [2, 5, 12], logits: CHECK_LOGITS.flat(2), labels: CHECK_LABELS.flat(), p: 0.25 };
+const CHECK_EXPECTED = (() => {
+  const losses = pixelLosses(CHECK_LOGITS, CHECK_LABELS).flat();
+  const k = keepCount(CHECK.p, losses.length);
+  return (
+    topkIndices(
+      losses,
+      k,
+      losses.map(() => true),
+    ).reduce((a, i) => a + losses[i], 0) / k
+  );
+})();
+
+/** The loss of fixed logits and labels (CHECK below), computed by the addon in a worker and in the main thread. */
+const CHECK_LOSS = `
+function checkLoss(b, check) {
+  const input = b.tensor(check.logits, { shape: check.shape, dtype: 'float64' });
+  const target = b.tensor(check.labels, { shape: [check.shape[0], check.shape[2]], dtype: 'int64' });
+  const loss = b.bootstrappedCrossEntropy(input, target, 0, check.p);
+  const value = loss.item();
+  loss.dispose(); target.dispose(); input.dispose();
+  return value;
+}
+`;
+
 // Runs in each worker (plain JavaScript; the library is loaded through ts-node).
-const WORKER = `
+const WORKER = `${CHECK_LOSS}
 const { parentPort, workerData } = require('worker_threads');
 require('ts-node').register({ transpileOnly: true });
 const b = require(workerData.lib);
@@ -51,22 +82,24 @@ parentPort.on('message', (message) => {
       await new Promise(setImmediate);
     }
   }
-  parentPort.postMessage({ kind: 'done', steps: workerData.steps, loss: last, tensorsStart: start, tensorsEnd: b.memory().tensors });
+  const check = checkLoss(b, workerData.check);
+  parentPort.postMessage({ kind: 'done', steps: workerData.steps, loss: last, check, tensorsStart: start, tensorsEnd: b.memory().tensors });
   parentPort.close();
 })().catch((error) => parentPort.postMessage({ kind: 'error', message: String(error && error.stack) }));
 `;
 
 // The child process: main thread plus workers; prints one JSON line.
-const MAIN = `
+const MAIN = `${CHECK_LOSS}
 const { Worker } = require('worker_threads');
 require('ts-node').register({ transpileOnly: true });
 const lib = ${JSON.stringify(path.join(root, 'lib'))};
+const check = ${JSON.stringify(CHECK)};
 const b = require(lib);
 const WORKER = ${JSON.stringify(WORKER)};
 const result = { workers: {}, foreign: null, mainSteps: 0, errors: [] };
 
 function start(id, steps) {
-  const worker = new Worker(WORKER, { eval: true, workerData: { lib, steps } });
+  const worker = new Worker(WORKER, { eval: true, workerData: { lib, steps, check } });
   const record = (result.workers[id] = { progress: 0, done: null, exitCode: null });
   const exited = new Promise((resolve) => worker.on('exit', (code) => { record.exitCode = code; resolve(); }));
   worker.on('error', (error) => result.errors.push(id + ': ' + error.message));
@@ -108,6 +141,7 @@ function mainStep(i) {
   await fresh.exited;
   for (let i = 0; i < 5; i++) mainStep(i);
   mine.dispose();
+  result.mainCheck = checkLoss(b, check);
   result.tensorsStart = tensorsStart;
   result.tensorsEnd = b.memory().tensors;
   console.log('RESULT ' + JSON.stringify(result));
@@ -138,9 +172,12 @@ describe('worker threads', () => {
       expect(w.exitCode).toBe(0);
       expect(w.done.steps).toBe(id === 'fresh' ? 10 : 60);
       expect(Number.isFinite(w.done.loss)).toBe(true);
+      // The loss each worker computed for the fixed input is the value computed here.
+      expect(Math.abs(w.done.check - CHECK_EXPECTED)).toBeLessThan(1e-12);
       expect(w.done.tensorsEnd).toBe(w.done.tensorsStart);
     }
     expect(result.mainSteps).toBeGreaterThan(0);
+    expect(Math.abs(result.mainCheck - CHECK_EXPECTED)).toBeLessThan(1e-12);
     expect(result.tensorsEnd).toBe(result.tensorsStart);
 
     // The posted tensor arrived as { handle: {} }: refused by the facade and by the addon itself.

@@ -304,8 +304,90 @@ export function buildGrid(options: GridOptions): ParityCase[] {
     cases.push({ spec, data });
     if (fusedApplies(spec)) cases.push({ spec: { ...spec, id: cases.length, impl: 'fused' }, data });
   }
+  for (const explicit of EXPLICIT_CASES) {
+    const spec = { ...explicit, id: cases.length };
+    cases.push({ spec, data: materialize(spec) });
+  }
   return cases;
 }
+
+/** A configuration written out: every field but the id, which follows the drawn cases. */
+type ExplicitSpec = Omit<CaseSpec, 'id'>;
+
+const EXPLICIT_BASE: ExplicitSpec = {
+  loss: 'ce',
+  shape: [2, 4, 30],
+  dtype: 'float32',
+  p: 0.3,
+  iteration: 0,
+  warmup: { kind: 'none' },
+  phase: 'before',
+  reduction: 'mean',
+  perSample: false,
+  impl: 'fused',
+  target: 'index',
+  targetDtype: 'int64',
+  ignoreIndex: -100,
+  ignoreFraction: 0,
+  ignoreFirstSample: false,
+  classWeights: true,
+  labelSmoothing: 0,
+  elementWeight: 'none',
+  posWeight: false,
+  softTargets: false,
+  dataSeed: 0,
+};
+
+/**
+ * Configurations the seeded draws above do not reach, appended after them so that the drawn cases (and the
+ * golden file made from them) stay as they are: the fused kernel's weighted 'mean' (divided by the selected
+ * class-weight sum), with and without ignored pixels and a warm-up; perSample 'mean' where some samples have no
+ * valid pixel (averaged over the samples that have one), on both dtypes and both multi-class paths.
+ */
+export const EXPLICIT_CASES: readonly ExplicitSpec[] = [
+  { ...EXPLICIT_BASE, dataSeed: 9101 },
+  { ...EXPLICIT_BASE, p: 0.57, ignoreFraction: 0.3, ignoreIndex: 255, dataSeed: 9102 },
+  { ...EXPLICIT_BASE, shape: [3, 19, 4, 5], p: 0.15, ignoreFraction: 0.05, ignoreFirstSample: true, dataSeed: 9103 },
+  {
+    ...EXPLICIT_BASE,
+    shape: [1, 3, 40],
+    warmup: { kind: 'linear', start: 5, end: 15 },
+    phase: 'inside',
+    iteration: 9,
+    dataSeed: 9104,
+  },
+  {
+    ...EXPLICIT_BASE,
+    shape: [3, 3, 20],
+    perSample: true,
+    impl: 'reference',
+    classWeights: false,
+    ignoreFirstSample: true,
+    dataSeed: 9105,
+  },
+  {
+    ...EXPLICIT_BASE,
+    shape: [4, 5, 3, 4],
+    dtype: 'float64',
+    p: 0.25,
+    perSample: true,
+    impl: 'auto',
+    ignoreFirstSample: true,
+    ignoreFraction: 0.3,
+    ignoreIndex: 255,
+    dataSeed: 9106,
+  },
+  {
+    ...EXPLICIT_BASE,
+    shape: [3, 19, 10],
+    p: 0.4,
+    perSample: true,
+    impl: 'auto',
+    ignoreFirstSample: true,
+    labelSmoothing: 0.1,
+    dataSeed: 9107,
+  },
+];
 
 // ---------------------------------------------------------------------------------------------------------------
 // Data: continuous random values, so that no two losses tie at the k-th place.

@@ -1,5 +1,6 @@
 #include "functions/global_losses.h"
 
+#include "functions/loss_arguments.h"
 #include "loss/global_select.h"
 #include "napi/convert.h"
 #include "napi/errors.h"
@@ -12,29 +13,7 @@
 namespace bce {
 namespace {
 
-// The reductions of cpp/functions/losses.cc.
-Reduction ParseReduction(Napi::Env env, const Napi::Value& value) {
-  const std::string name = value.IsString() ? value.As<Napi::String>().Utf8Value() : "";
-  if (name == "mean") return Reduction::kMean;
-  if (name == "sum") return Reduction::kSum;
-  if (name == "none") return Reduction::kNone;
-  if (name == "selected") return Reduction::kSelected;
-  ThrowType(env, "reduction must be 'mean', 'sum', 'none' or a function");
-}
-
-at::Tensor OptionalTensor(Napi::Env env, const Napi::Value& value, const char* what) {
-  return value.IsUndefined() || value.IsNull() ? at::Tensor() : TensorHandle::From(env, value, what);
-}
-
 // stats = [k, nValid, fused (always 0), bytes exchanged, all-reduce rounds]; k and nValid over every rank.
-Napi::Float64Array StatsArray(Napi::Env env, const Napi::Value& value) {
-  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
-      value.As<Napi::TypedArray>().ElementLength() < 5) {
-    ThrowType(env, "stats must be a Float64Array of at least 5 elements");
-  }
-  return value.As<Napi::Float64Array>();
-}
-
 Napi::Value WithStats(Napi::Env env, BootstrappedResult result, const CommunicationStats& communication,
                       Napi::Float64Array stats) {
   stats[0] = static_cast<double>(result.k);
@@ -58,7 +37,7 @@ Napi::Value GlobalBootstrappedCrossEntropy(const Napi::CallbackInfo& info) {
   options.label_smoothing = ParseNumber(env, info[6], "labelSmoothing");
   options.reduction = ParseReduction(env, info[7]);
   options.impl = Impl::kReference;
-  const Napi::Float64Array stats = StatsArray(env, info[8]);
+  const Napi::Float64Array stats = StatsArray(env, info[8], 5);
   CommunicationStats communication;
   BootstrappedResult result =
       Guard(env, [&] { return global_bootstrapped_cross_entropy(input, target, options, *group, &communication); });
@@ -77,7 +56,7 @@ Napi::Value GlobalBootstrappedBinaryCrossEntropy(const Napi::CallbackInfo& info)
   shared.p = ParseNumber(env, info[5], "p");
   shared.reduction = ParseReduction(env, info[6]);
   const bool with_logits = ParseBool(env, info[7], "withLogits");
-  const Napi::Float64Array stats = StatsArray(env, info[8]);
+  const Napi::Float64Array stats = StatsArray(env, info[8], 5);
   CommunicationStats communication;
   if (!with_logits && pos_weight.defined()) {
     ThrowType(env, "posWeight applies to bootstrappedBinaryCrossEntropyWithLogits only");

@@ -1,5 +1,6 @@
 #include "functions/losses.h"
 
+#include "functions/loss_arguments.h"
 #include "loss/bootstrapped_ce.h"
 #include "napi/convert.h"
 #include "napi/errors.h"
@@ -8,39 +9,9 @@
 namespace bce {
 namespace {
 
-Reduction ParseReduction(Napi::Env env, const Napi::Value& value) {
-  const std::string name = value.IsString() ? value.As<Napi::String>().Utf8Value() : "";
-  if (name == "mean") return Reduction::kMean;
-  if (name == "sum") return Reduction::kSum;
-  if (name == "none") return Reduction::kNone;
-  if (name == "selected") return Reduction::kSelected;
-  ThrowType(env, "reduction must be 'mean', 'sum', 'none' or a function");
-}
-
-Impl ParseImpl(Napi::Env env, const Napi::Value& value) {
-  const std::string name = value.IsString() ? value.As<Napi::String>().Utf8Value() : "";
-  if (name == "auto") return Impl::kAuto;
-  if (name == "fused") return Impl::kFused;
-  if (name == "reference") return Impl::kReference;
-  ThrowType(env, "impl must be 'auto', 'fused' or 'reference'");
-}
-
 // The bindings take their options as positional arguments, and the bootstrapped losses write k, nValid and fused
 // into a Float64Array the caller passes (lib/loss.ts keeps one): reading eight named properties and building a
 // result object cost ~1.5 us of a ~34 us call at 1x19x32x32 (measured against the same call with objects).
-
-// A tensor or undefined (no tensor).
-at::Tensor OptionalTensor(Napi::Env env, const Napi::Value& value, const char* what) {
-  return value.IsUndefined() || value.IsNull() ? at::Tensor() : TensorHandle::From(env, value, what);
-}
-
-Napi::Float64Array StatsArray(Napi::Env env, const Napi::Value& value) {
-  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
-      value.As<Napi::TypedArray>().ElementLength() < 3) {
-    ThrowType(env, "stats must be a Float64Array of at least 3 elements");
-  }
-  return value.As<Napi::Float64Array>();
-}
 
 // stats = [k, nValid, fused (1 or 0)]; returns the loss.
 Napi::Value WithStats(Napi::Env env, BootstrappedResult result, Napi::Float64Array stats) {
@@ -64,7 +35,7 @@ Napi::Value BootstrappedCrossEntropy(const Napi::CallbackInfo& info) {
   options.reduction = ParseReduction(env, info[6]);
   options.per_sample = ParseBool(env, info[7], "perSample");
   options.impl = ParseImpl(env, info[8]);
-  const Napi::Float64Array stats = StatsArray(env, info[9]);
+  const Napi::Float64Array stats = StatsArray(env, info[9], 3);
   return WithStats(env, Guard(env, [&] { return bootstrapped_cross_entropy(input, target, options); }), stats);
 }
 
@@ -82,7 +53,7 @@ Napi::Value BootstrappedBinaryCrossEntropy(const Napi::CallbackInfo& info) {
   shared.reduction = ParseReduction(env, info[5]);
   shared.per_sample = ParseBool(env, info[6], "perSample");
   const bool with_logits = ParseBool(env, info[7], "withLogits");
-  const Napi::Float64Array stats = StatsArray(env, info[8]);
+  const Napi::Float64Array stats = StatsArray(env, info[8], 3);
   if (with_logits) {
     const BootstrappedBinaryCrossEntropyWithLogitsOptions options{shared, weight, pos_weight};
     return WithStats(

@@ -3,6 +3,14 @@
  * for the wrong kind of value, a RangeError for a value of the right kind outside its allowed range.
  */
 
+/**
+ * The indefinite article for a class name: "an" before a vowel sound (an Int16Array, an Object), "a" otherwise,
+ * including Uint* (read "you-int": a Uint8Array).
+ */
+function article(name: string): string {
+  return /^[AEIO]/i.test(name) ? 'an' : 'a';
+}
+
 /** A short description of a value for error messages. */
 export function describe(value: unknown): string {
   if (value === null) return 'null';
@@ -12,7 +20,7 @@ export function describe(value: unknown): string {
   if (typeof value === 'bigint') return `${value}n`;
   if (typeof value === 'function') return 'a function';
   if (Array.isArray(value)) return 'an array';
-  if (ArrayBuffer.isView(value)) return `a ${value.constructor.name}`;
+  if (ArrayBuffer.isView(value)) return `${article(value.constructor.name)} ${value.constructor.name}`;
   if (typeof value === 'object') return `an object (${(value as object).constructor?.name ?? 'Object'})`;
   return typeof value;
 }

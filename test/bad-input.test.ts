@@ -101,7 +101,7 @@ function handLoss(input: bce.Tensor, target: bce.Tensor): number {
 const rows: Row[] = [
   // ---- tensor factories ----
   { call: "tensor('abc')", what: 'data of the wrong type', name: 'TypeError', message: 'data must be a typed array', run: () => tensor('abc' as never) },
-  { call: 'tensor(new Int16Array(3))', what: 'unsupported typed array', name: 'TypeError', message: 'data must be a Float32Array', run: () => tensor(new Int16Array(3) as never) },
+  { call: 'tensor(new Int16Array(3))', what: 'unsupported typed array', name: 'TypeError', message: 'data must be a Float32Array, Float64Array, Int32Array, BigInt64Array, Uint8Array or nested arrays, got an Int16Array', run: () => tensor(new Int16Array(3) as never) },
   { call: "tensor([1, 'a'])", what: 'a string element', name: 'TypeError', message: 'data[1] must be a number or boolean', run: () => tensor([1, 'a'] as never) },
   { call: 'tensor([[1, 2], [3]])', what: 'ragged nested arrays', name: 'RangeError', message: 'data[1] must be an array of length 2', run: () => tensor([[1, 2], [3]]) },
   { call: 'tensor([1, , 3])', what: 'a hole in the data', name: 'TypeError', message: 'data[1] is missing: the array has a hole there', run: () => tensor(withHole([1, 2, 3])) },

@@ -1,7 +1,8 @@
 /**
  * `npm run parity`: the parity grid outside jest, on the CPU or a user's GPU.
  *   npm run parity -- --device cuda --cases 500 --seed 7 --python /path/to/python
- * Prints the number of cases and the worst relative error of loss and gradient per dtype, device and impl;
+ * Prints the number of cases and the worst relative error of loss and gradient per dtype, device and impl, then
+ * the same for the tensor operator cases (test/parity/operators.ts, on the CPU);
  * exits 1 when a case fails, 2 when it cannot run (no PyTorch, no CUDA).
  */
 import { Command, Option } from 'commander';
@@ -20,6 +21,7 @@ import {
   summarize,
 } from '../../test/parity/harness';
 import { findTorchPython } from '../../test/helpers/torch-python';
+import { OPERATOR_CASES, OperatorReport, checkOperatorCase, runOperatorReference } from '../../test/parity/operators';
 
 interface CliOptions {
   device: string;
@@ -85,7 +87,34 @@ function main(): number {
     );
   }
   console.log(`parity: ${failed.length} of ${reports.length} failed (${((Date.now() - started) / 1000).toFixed(1)} s)`);
-  return failed.length > 0 ? 1 : 0;
+  const operatorsFailed = runOperators(python.path, options.verbose);
+  return failed.length > 0 || operatorsFailed > 0 ? 1 : 0;
+}
+
+/** The tensor operator cases (CPU inputs, as in test/operators-parity.test.ts); returns the number that failed. */
+function runOperators(python: string, verbose: boolean): number {
+  const started = Date.now();
+  const reference = runOperatorReference(python);
+  const reports: OperatorReport[] = Object.keys(OPERATOR_CASES).map((name) => checkOperatorCase(name, reference[name]));
+  const failed = reports.filter((r) => r.failures.length > 0);
+  const worst = (list: OperatorReport[]): string => {
+    if (list.length === 0) return 'none';
+    const top = list.reduce((a, b) => (b.worstError > a.worstError ? b : a));
+    return top.worstError === 0 ? '0 (every value bit-identical)' : `${top.worstError.toExponential(2)} (${top.name})`;
+  };
+  const withGrads = reports.filter((r) => r.withGrads);
+  console.log(`operators: ${reports.length} cases on cpu, ${withGrads.length} with gradients`);
+  console.log(`operators: worst error |ours - PyTorch| / (1 + |PyTorch|): ${worst(reports)}`);
+  console.log(`operators: worst error among cases with gradients: ${worst(withGrads)}`);
+  for (const r of verbose ? reports : failed) {
+    console.log(
+      `${r.failures.length ? 'FAIL' : 'ok  '} ${r.name}${r.failures.length ? `\n       ${r.failures.join('\n       ')}` : ''}`,
+    );
+  }
+  console.log(
+    `operators: ${failed.length} of ${reports.length} failed (${((Date.now() - started) / 1000).toFixed(1)} s)`,
+  );
+  return failed.length;
 }
 
 process.exitCode = main();

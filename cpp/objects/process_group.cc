@@ -82,14 +82,31 @@ std::shared_ptr<::gloo::transport::Device> GlooDevice(const std::string& master_
   return c10d::ProcessGroupGloo::createDefaultDevice();
 }
 
+// Rank 0's store could not listen on masterPort.
+struct PortError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 std::shared_ptr<Group> Rendezvous(const InitOptions& o) {
   c10d::TCPStoreOptions store_options;
   store_options.port = static_cast<std::uint16_t>(o.master_port);
   store_options.isServer = o.rank == 0;
   store_options.numWorkers = static_cast<std::size_t>(o.world_size);
-  store_options.waitWorkers = true;
+  // Rank 0 first only listens, so that a port it cannot bind (in use) is told apart from ranks that never come.
+  store_options.waitWorkers = false;
   store_options.timeout = o.timeout;
-  auto store = c10::make_intrusive<c10d::TCPStore>(o.master_addr, store_options);
+  c10::intrusive_ptr<c10d::TCPStore> store;
+  if (o.rank == 0) {
+    try {
+      store = c10::make_intrusive<c10d::TCPStore>(o.master_addr, store_options);
+    } catch (const std::exception& error) {
+      throw PortError("rank 0 could not listen on masterPort " + std::to_string(o.master_port) +
+                      " (is another program, or another process group, using it?): " + Describe(error));
+    }
+    store->waitForWorkers();
+  } else {
+    store = c10::make_intrusive<c10d::TCPStore>(o.master_addr, store_options);
+  }
   auto options = c10d::ProcessGroupGloo::Options::create(o.timeout);
   options->devices.push_back(GlooDevice(o.master_addr));
   auto gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(store, o.rank, o.world_size, options);
@@ -111,7 +128,7 @@ const char* const kCollectiveNames[] = {"allReduce", "broadcast", "allGather", "
 
 std::string DescribeTensors(int64_t dtype_or_count, int64_t numel_or_hash, bool single) {
   if (single)
-    return std::string(c10::toString(static_cast<c10::ScalarType>(dtype_or_count))) + " with " +
+    return DtypeName(static_cast<c10::ScalarType>(dtype_or_count)) + " with " +
            std::to_string(numel_or_hash) + " elements";
   return std::to_string(dtype_or_count) + " buckets";
 }
@@ -224,6 +241,8 @@ class InitWorker : public Napi::AsyncWorker {
   void Execute() override {
     try {
       group_ = Rendezvous(options_);
+    } catch (const PortError& error) {
+      SetError("initProcessGroup: " + std::string(error.what()));
     } catch (const std::exception& error) {
       SetError("initProcessGroup: rank " + std::to_string(options_.rank) + " of " +
                std::to_string(options_.world_size) + " could not join the group at " + options_.master_addr + ":" +

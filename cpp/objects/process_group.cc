@@ -105,6 +105,8 @@ std::shared_ptr<Group> Rendezvous(const InitOptions& o) {
     }
     store->waitForWorkers();
   } else {
+    // A client counts itself in (and waits for the others) only when constructed with waitWorkers.
+    store_options.waitWorkers = true;
     store = c10::make_intrusive<c10d::TCPStore>(o.master_addr, store_options);
   }
   auto options = c10d::ProcessGroupGloo::Options::create(o.timeout);

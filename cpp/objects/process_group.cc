@@ -125,13 +125,12 @@ struct CollectiveSummary {
   std::vector<at::Tensor> tensors;
 };
 
-const char* const kCollectiveNames[] = {"allReduce", "broadcast", "allGather", "averageGradients",
-                                        "broadcastTensors"};
+const char* const kCollectiveNames[] = {"allReduce", "broadcast", "allGather", "averageGradients", "broadcastTensors"};
 
 std::string DescribeTensors(int64_t dtype_or_count, int64_t numel_or_hash, bool single) {
   if (single)
-    return DtypeName(static_cast<c10::ScalarType>(dtype_or_count)) + " with " +
-           std::to_string(numel_or_hash) + " elements";
+    return DtypeName(static_cast<c10::ScalarType>(dtype_or_count)) + " with " + std::to_string(numel_or_hash) +
+           " elements";
   return std::to_string(dtype_or_count) + " buckets";
 }
 
@@ -164,8 +163,8 @@ void CheckAgreement(Group& group, const CollectiveSummary& summary) {
     const at::Tensor theirs = outputs[0][r];
     if (at::equal(theirs, mine)) continue;
     const int64_t* t = theirs.data_ptr<int64_t>();
-    std::string message = "the ranks disagree: rank " + std::to_string(group.rank()) + " calls " +
-                          kCollectiveNames[summary.collective];
+    std::string message =
+        "the ranks disagree: rank " + std::to_string(group.rank()) + " calls " + kCollectiveNames[summary.collective];
     if (t[0] != summary.collective || t[1] != summary.argument) {
       message += " (op or root " + std::to_string(summary.argument) + "), rank " + std::to_string(r) + " calls " +
                  (t[0] >= 0 && t[0] < 5 ? kCollectiveNames[t[0]] : "another collective") + " (op or root " +

@@ -370,3 +370,61 @@ describeIfAvailable('the launcher', () => {
     expect(rank0.ms).toBeLessThan(15000);
   });
 });
+
+describeIfAvailable('faults', () => {
+  // Gloo's transport aborts the process when the ranks' buffers differ in size; the summary exchanged first
+  // turns that into an error on every rank, and the processes end normally (exit code 0, no signal).
+  test.each([
+    ['dtype', 'allReduce', /^allReduce failed: .*float32 with 4 elements.*float64 with 4 elements/],
+    ['shape', 'allReduce', /^allReduce failed: .*float32 with 4 elements.*float32 with 5 elements/],
+    ['dtype', 'sync', /^allReduce failed: .*float32 with 4 elements.*float64 with 4 elements/],
+    ['shape', 'allGather', /^allGather failed: .*float32 with 4 elements.*float32 with 5 elements/],
+    ['dtype', 'broadcast', /^broadcast failed: .*float32 with 4 elements.*float64 with 4 elements/],
+  ])('ranks that disagree on %s in %s get an error, not an abort', async (kind, collective, pattern) => {
+    const run = await launch(2, ['mismatch', kind, collective]);
+    expect(run.stderr).not.toMatch(/signal|terminate called/);
+    expect(run.code).toBe(0);
+    expect(run.results).toHaveLength(2);
+    for (const result of run.results) expect(result.message).toMatch(/the ranks disagree/);
+    // Each rank names its own side first.
+    const rank0 = run.results[0].message as string;
+    const rank1 = run.results[1].message as string;
+    expect(rank0).toMatch(pattern);
+    expect(rank1).toMatch(/^\w+ failed: the ranks disagree: rank 1 /);
+  });
+
+  test('a rank that exits before a collective: the other fails within the timeout, the launcher exits non-zero', async () => {
+    // A long grace period, so that the launcher lets the surviving rank report its error before stopping it.
+    const run = await launch(2, ['rank-dies'], ['--grace-ms', '30000']);
+    expect(run.code).toBe(4);
+    expect(run.stderr).toMatch(/rank 1 failed \(exit code 4\)/);
+    // Rank 0 (which ignores SIGTERM) gets an error from its collective, well within its 3000 ms timeout.
+    const rank0 = run.results.find((r) => r.rank === 0) as { message: string; ms: number };
+    expect(rank0.message).toMatch(/^allReduce failed: /);
+    expect(rank0.ms).toBeLessThan(15000);
+    expect(run.ms).toBeLessThan(60000);
+  });
+
+  test('a masterPort in use: a clear error naming the port', async () => {
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    const started = Date.now();
+    try {
+      await expect(
+        bce.distributed.initProcessGroup({
+          rank: 0,
+          worldSize: 2,
+          masterAddr: '127.0.0.1',
+          masterPort: port,
+          timeoutMs: 3000,
+        }),
+      ).rejects.toThrow(new RegExp(`could not listen on masterPort ${port}`));
+    } finally {
+      server.close();
+    }
+    // Refused when binding, not after the timeout.
+    expect(Date.now() - started).toBeLessThan(3000);
+    expect(bce.distributed.isInitialized()).toBe(false);
+  });
+});

@@ -82,18 +82,103 @@ std::shared_ptr<::gloo::transport::Device> GlooDevice(const std::string& master_
   return c10d::ProcessGroupGloo::createDefaultDevice();
 }
 
+// Rank 0's store could not listen on masterPort.
+struct PortError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 std::shared_ptr<Group> Rendezvous(const InitOptions& o) {
   c10d::TCPStoreOptions store_options;
   store_options.port = static_cast<std::uint16_t>(o.master_port);
   store_options.isServer = o.rank == 0;
   store_options.numWorkers = static_cast<std::size_t>(o.world_size);
-  store_options.waitWorkers = true;
+  // Rank 0 first only listens, so that a port it cannot bind (in use) is told apart from ranks that never come.
+  store_options.waitWorkers = false;
   store_options.timeout = o.timeout;
-  auto store = c10::make_intrusive<c10d::TCPStore>(o.master_addr, store_options);
+  c10::intrusive_ptr<c10d::TCPStore> store;
+  if (o.rank == 0) {
+    try {
+      store = c10::make_intrusive<c10d::TCPStore>(o.master_addr, store_options);
+    } catch (const std::exception& error) {
+      throw PortError("rank 0 could not listen on masterPort " + std::to_string(o.master_port) +
+                      " (is another program, or another process group, using it?): " + Describe(error));
+    }
+    store->waitForWorkers();
+  } else {
+    // A client counts itself in (and waits for the others) only when constructed with waitWorkers.
+    store_options.waitWorkers = true;
+    store = c10::make_intrusive<c10d::TCPStore>(o.master_addr, store_options);
+  }
   auto options = c10d::ProcessGroupGloo::Options::create(o.timeout);
   options->devices.push_back(GlooDevice(o.master_addr));
   auto gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(store, o.rank, o.world_size, options);
   return std::make_shared<Group>(std::move(store), std::move(gloo), o.rank, o.world_size);
+}
+
+// What one rank is about to pass to a collective: which collective, its op or root, and the dtype and number
+// of elements of each tensor it sends. Gloo's transport aborts the process (an exception on its own I/O thread)
+// when the ranks' buffers differ in size, so every rank first exchanges this fixed-size summary and the
+// collective is issued only when all ranks agree.
+struct CollectiveSummary {
+  int64_t collective = 0;  // index into kCollectiveNames
+  int64_t argument = 0;    // the reduce op, or the root rank
+  std::vector<at::Tensor> tensors;
+};
+
+const char* const kCollectiveNames[] = {"allReduce", "broadcast", "allGather", "averageGradients", "broadcastTensors"};
+
+std::string DescribeTensors(int64_t dtype_or_count, int64_t numel_or_hash, bool single) {
+  if (single)
+    return DtypeName(static_cast<c10::ScalarType>(dtype_or_count)) + " with " + std::to_string(numel_or_hash) +
+           " elements";
+  return std::to_string(dtype_or_count) + " buckets";
+}
+
+// Exchanges the summaries (one all-gather of 4 integers) and throws, naming each rank's side, when they differ.
+// Blocks until every rank has reached the same point (or the group's timeout).
+void CheckAgreement(Group& group, const CollectiveSummary& summary) {
+  const bool single = summary.tensors.size() == 1;
+  int64_t a = 0;
+  int64_t b = 0;
+  if (single) {
+    a = static_cast<int64_t>(summary.tensors[0].scalar_type());
+    b = summary.tensors[0].numel();
+  } else {
+    // The bucket count, and a fingerprint of the (dtype, size) sequence: equal lists give equal fingerprints.
+    a = static_cast<int64_t>(summary.tensors.size());
+    uint64_t hash = 1469598103934665603ULL;
+    for (const at::Tensor& tensor : summary.tensors) {
+      for (uint64_t v : {static_cast<uint64_t>(tensor.scalar_type()), static_cast<uint64_t>(tensor.numel())})
+        hash = (hash ^ v) * 1099511628211ULL;
+    }
+    b = static_cast<int64_t>(hash);
+  }
+  const int size = group.world_size();
+  at::Tensor mine = at::tensor(std::vector<int64_t>{summary.collective, summary.argument, a, b}, at::kLong);
+  std::vector<std::vector<at::Tensor>> outputs(1);
+  for (int r = 0; r < size; ++r) outputs[0].push_back(at::empty_like(mine));
+  std::vector<at::Tensor> inputs{mine};
+  group.gloo().allgather(outputs, inputs)->wait();
+  for (int r = 0; r < size; ++r) {
+    const at::Tensor theirs = outputs[0][r];
+    if (at::equal(theirs, mine)) continue;
+    const int64_t* t = theirs.data_ptr<int64_t>();
+    std::string message =
+        "the ranks disagree: rank " + std::to_string(group.rank()) + " calls " + kCollectiveNames[summary.collective];
+    if (t[0] != summary.collective || t[1] != summary.argument) {
+      message += " (op or root " + std::to_string(summary.argument) + "), rank " + std::to_string(r) + " calls " +
+                 (t[0] >= 0 && t[0] < 5 ? kCollectiveNames[t[0]] : "another collective") + " (op or root " +
+                 std::to_string(t[1]) + ")";
+    } else if (single) {
+      message += " with " + DescribeTensors(a, b, true) + ", rank " + std::to_string(r) + " with " +
+                 DescribeTensors(t[2], t[3], true) + " (every rank must pass the same dtype and number of elements)";
+    } else {
+      message += " with " + DescribeTensors(a, b, false) + ", rank " + std::to_string(r) + " with " +
+                 DescribeTensors(t[2], t[3], false) +
+                 " that differ in count, dtype or size (every rank must pass the same tensors)";
+    }
+    throw std::invalid_argument(message);
+  }
 }
 
 // Waits off the JavaScript thread for a collective, runs `after` there (copies back into the caller's tensors),
@@ -157,6 +242,8 @@ class InitWorker : public Napi::AsyncWorker {
   void Execute() override {
     try {
       group_ = Rendezvous(options_);
+    } catch (const PortError& error) {
+      SetError("initProcessGroup: " + std::string(error.what()));
     } catch (const std::exception& error) {
       SetError("initProcessGroup: rank " + std::to_string(options_.rank) + " of " +
                std::to_string(options_.world_size) + " could not join the group at " + options_.master_addr + ":" +
@@ -334,6 +421,15 @@ class ProcessGroupHandle : public Napi::ObjectWrap<ProcessGroupHandle> {
     return promise;
   }
 
+  // CheckAgreement, its failure worded like the collective's own.
+  static void Checked(const std::string& what, Group& group, const CollectiveSummary& summary) {
+    try {
+      CheckAgreement(group, summary);
+    } catch (const std::exception& error) {
+      throw std::runtime_error(what + " failed: " + Describe(error));
+    }
+  }
+
   static at::Tensor CollectiveTensor(Napi::Env env, const Napi::Value& value) {
     at::Tensor tensor = TensorHandle::From(env, value, "tensor");
     if (!tensor.is_contiguous()) ThrowType(env, "tensor must be contiguous");
@@ -350,6 +446,7 @@ class ProcessGroupHandle : public Napi::ObjectWrap<ProcessGroupHandle> {
     if (op == Op::kAvg && !at::isFloatingType(tensor.scalar_type()))
       ThrowType(env, "op 'avg' needs a floating-point tensor");
     std::vector<WorkPtr> works = Guard(env, [&] {
+      Checked("allReduce", *group, {0, static_cast<int64_t>(op), {tensor}});
       std::vector<at::Tensor> tensors{tensor};
       c10d::AllreduceOptions options;
       options.reduceOp = ReduceOpOf(op);
@@ -375,6 +472,7 @@ class ProcessGroupHandle : public Napi::ObjectWrap<ProcessGroupHandle> {
     const bool wait = ParseBool(env, info[2], "wait");
     if (src < 0 || src >= group->world_size()) ThrowRange(env, "src must be a rank in [0, worldSize)");
     std::vector<WorkPtr> works = Guard(env, [&] {
+      Checked("broadcast", *group, {1, src, {tensor}});
       std::vector<at::Tensor> tensors{tensor};
       c10d::BroadcastOptions options;
       options.rootRank = src;
@@ -392,6 +490,7 @@ class ProcessGroupHandle : public Napi::ObjectWrap<ProcessGroupHandle> {
     auto outputs = std::make_shared<std::vector<std::vector<at::Tensor>>>(1);
     for (int r = 0; r < group->world_size(); ++r) (*outputs)[0].push_back(at::empty_like(tensor));
     std::vector<WorkPtr> works = Guard(env, [&] {
+      Checked("allGather", *group, {2, 0, {tensor}});
       std::vector<at::Tensor> inputs{tensor};
       return std::vector<WorkPtr>{group->gloo().allgather(*outputs, inputs)};
     });
@@ -433,10 +532,11 @@ class ProcessGroupHandle : public Napi::ObjectWrap<ProcessGroupHandle> {
         grads.push_back(grad);
       }
       *buckets = Buckets(grads, bucket_bytes);
+      for (const auto& bucket : *buckets) flats->push_back(Flatten(bucket));
+      Checked("averageGradients", *group, {3, 0, *flats});
       std::vector<WorkPtr> issued;
-      for (const auto& bucket : *buckets) {
-        flats->push_back(Flatten(bucket));
-        std::vector<at::Tensor> tensors{flats->back()};
+      for (size_t i = 0; i < buckets->size(); ++i) {
+        std::vector<at::Tensor> tensors{(*flats)[i]};
         issued.push_back(group->gloo().allreduce(tensors));
       }
       return issued;
@@ -461,12 +561,13 @@ class ProcessGroupHandle : public Napi::ObjectWrap<ProcessGroupHandle> {
     auto buckets = std::make_shared<std::vector<std::vector<at::Tensor>>>(Buckets(tensors, bucket_bytes));
     auto flats = std::make_shared<std::vector<at::Tensor>>();
     std::vector<WorkPtr> works = Guard(env, [&] {
+      for (const auto& bucket : *buckets) flats->push_back(Flatten(bucket));
+      Checked("broadcastTensors", *group, {4, src, *flats});
       std::vector<WorkPtr> issued;
       c10d::BroadcastOptions options;
       options.rootRank = src;
-      for (const auto& bucket : *buckets) {
-        flats->push_back(Flatten(bucket));
-        std::vector<at::Tensor> list{flats->back()};
+      for (size_t i = 0; i < buckets->size(); ++i) {
+        std::vector<at::Tensor> list{(*flats)[i]};
         issued.push_back(group->gloo().broadcast(list, options));
       }
       return issued;
